@@ -1,0 +1,119 @@
+"""Run identity and the self-describing run record (``result.json``).
+
+The run id is a short hash of the *semantic* config: what changes the numbers (model, method,
+task name and version, data subset, trainer hyperparameters, seed), not where files go, how runs
+are logged or which device runs them. One ``result.json`` per run is the source of truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+# Config keys that do not change results; everything else is part of the run id.
+NON_SEMANTIC = {
+    "paths": None,
+    "logger": None,
+    "experiment": None,
+    "hydra": None,
+    "trainer": {"device", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
+    "data": {"root", "cache"},
+}
+
+
+def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
+    semantic = {}
+    for key, value in config.items():
+        if key in NON_SEMANTIC and NON_SEMANTIC[key] is None:
+            continue
+        if key in NON_SEMANTIC and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in NON_SEMANTIC[key]}
+        semantic[key] = value
+    if isinstance(semantic.get("task"), dict):  # a task is identified by name + version, not its file layout
+        task = semantic["task"]
+        semantic["task"] = {"benchmark": task.get("benchmark"), "name": task.get("name"), "version": task.get("version"),
+                            "max_length": task.get("max_length")}
+    return semantic
+
+
+def run_id(config: dict[str, Any], length: int = 10) -> str:
+    canonical = json.dumps(semantic_config(config), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def run_dir_name(config: dict[str, Any], identifier: str) -> str:
+    task = config["task"]
+    return f"{task['benchmark']}-{task['name']}__{config['model']['name']}__{config['method']['name']}__seed{config['seed']}__{identifier}"
+
+
+def git_info() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout
+        return {"sha": sha or None, "dirty": bool(status.strip()) if sha else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def package_versions(names=("aotp", "torch", "transformers", "adapters", "datasets", "hydra-core", "safetensors",
+                            "scikit-learn", "scipy", "numpy", "wandb")) -> dict[str, str | None]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def environment(device=None) -> dict[str, Any]:
+    import torch
+
+    info = {
+        "git": git_info(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "device": str(device) if device is not None else None,
+        "device_name": None,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    elif device is not None:
+        info["device_name"] = platform.processor() or platform.machine()
+    return info
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,166 @@
+"""Examples -> token features (cached on disk) -> padded batches.
+
+Tokenisation is cached under ``paths.cache``, keyed by the task spec, the source file's identity,
+the tokenizer's full definition and the maximum length, so the second run of a task on the same
+tokenizer skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from aotp.tasks.formatting import FORMATTERS
+from aotp.tasks.loading import load_raw_records, local_path
+from aotp.tasks.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    name: str
+    examples: list[dict[str, Any]]
+    features: list[dict[str, Any]]
+    labelled: bool
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    splits: dict[str, SplitData] = field(default_factory=dict)
+
+    def __getitem__(self, split: str) -> SplitData:
+        return self.splits[split]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha1(definition.encode()).hexdigest()[:16]
+
+
+def source_fingerprint(spec: TaskSpec, split: str, root: Optional[Path]) -> str:
+    if root is None:
+        return f"hub:{spec.hub.get('path')}:{spec.hub.get('name')}:{spec.hub.get('revision')}:{split}"
+    path = local_path(spec, split, root).resolve()
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{int(stat.st_mtime)}"
+
+
+def subset(items: list, limit: Optional[int], seed: int) -> list:
+    """A fixed, seeded subset (order preserved) of at most ``limit`` items."""
+    if not limit or limit >= len(items):
+        return items
+    chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in chosen]
+
+
+def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_token_type_ids: bool) -> list[dict[str, Any]]:
+    """Token ids per example; multiple-choice examples get one sequence per choice."""
+    flat_texts, owners = [], []
+    for position, example in enumerate(examples):
+        for text in example.get("choices") or [example["text"]]:
+            flat_texts.append(text)
+            owners.append(position)
+    firsts = [t[0] for t in flat_texts]
+    seconds = [t[1] for t in flat_texts] if all(len(t) > 1 for t in flat_texts) else None
+    if seconds is None and any(len(t) > 1 for t in flat_texts):
+        raise ValueError("examples mix single sentences and pairs")
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length,
+                        return_token_type_ids=uses_token_type_ids, return_attention_mask=False)
+    features: list[dict[str, Any]] = [{"input_ids": [], "token_type_ids": []} for _ in examples]
+    for row, owner in enumerate(owners):
+        features[owner]["input_ids"].append(encoded["input_ids"][row])
+        if uses_token_type_ids:
+            features[owner]["token_type_ids"].append(encoded["token_type_ids"][row])
+    for feature, example in zip(features, examples):
+        if not example.get("choices"):  # single sequence: unwrap the one-element list
+            feature["input_ids"] = feature["input_ids"][0]
+            feature["token_type_ids"] = feature["token_type_ids"][0] if uses_token_type_ids else None
+        elif not uses_token_type_ids:
+            feature["token_type_ids"] = None
+        feature["label"] = example["label"]
+    return features
+
+
+def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, labelled: bool, limit: Optional[int],
+               seed: int, max_length: int, uses_token_type_ids: bool, cache_dir: Optional[Path]) -> SplitData:
+    key_material = json.dumps([spec.full_name, spec.version, spec.formatter, split, source_fingerprint(spec, split, root),
+                               tokenizer_fingerprint(tokenizer), max_length, uses_token_type_ids, limit, seed])
+    key = hashlib.sha1(key_material.encode()).hexdigest()[:20]
+    cache_file = Path(cache_dir) / "tokenized" / f"{spec.benchmark}-{spec.name}-{split}-{key}.pt" if cache_dir else None
+    if cache_file is not None and cache_file.is_file():
+        cached = torch.load(cache_file, weights_only=False)
+        log.info("tokenised %s/%s from cache %s", spec.full_name, split, cache_file)
+        return SplitData(split, cached["examples"], cached["features"], labelled)
+    records = load_raw_records(spec, split, root)
+    examples = FORMATTERS.get(spec.formatter).format(spec, records, labelled)
+    examples = subset(examples, limit, seed)
+    features = tokenize(examples, tokenizer, max_length, uses_token_type_ids)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"examples": examples, "features": features}, temporary)
+        os.replace(temporary, cache_file)
+    return SplitData(split, examples, features, labelled)
+
+
+def load_task_data(spec: TaskSpec, tokenizer, data_cfg, *, uses_token_type_ids: bool, seed: int,
+                   cache_dir: Optional[Path], splits: Optional[list[str]] = None) -> TaskData:
+    """Train + eval splits (labelled) and optionally test splits (unlabelled) of one task."""
+    root = Path(data_cfg["root"]) if data_cfg.get("root") else None
+    max_length = int(data_cfg.get("max_length") or spec.max_length)
+    wanted = splits or [spec.train_split, *spec.eval_splits]
+    data = TaskData(spec)
+    for split in wanted:
+        is_train = split == spec.train_split
+        limit = data_cfg.get("max_train_samples") if is_train else data_cfg.get("max_eval_samples")
+        data.splits[split] = load_split(
+            spec, split, tokenizer, root, labelled=split not in spec.test_splits, limit=limit,
+            seed=int(data_cfg.get("subset_seed", 0)), max_length=max_length,
+            uses_token_type_ids=uses_token_type_ids, cache_dir=cache_dir)
+    return data
+
+
+class Collator:
+    """Dynamic padding: pad each batch to its longest sequence (across choices for multiple choice)."""
+
+    def __init__(self, pad_token_id: int, label_dtype: torch.dtype):
+        self.pad_token_id = pad_token_id
+        self.label_dtype = label_dtype
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        multiple_choice = isinstance(features[0]["input_ids"][0], list)
+        sequences = [s for f in features for s in (f["input_ids"] if multiple_choice else [f["input_ids"]])]
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        has_types = features[0].get("token_type_ids") is not None
+        token_type_ids = torch.zeros((len(sequences), length), dtype=torch.long) if has_types else None
+        types = [s for f in features for s in (f["token_type_ids"] if multiple_choice else [f["token_type_ids"]])] if has_types else None
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention_mask[row, : len(sequence)] = 1
+            if has_types:
+                token_type_ids[row, : len(sequence)] = torch.tensor(types[row])
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if has_types:
+            batch["token_type_ids"] = token_type_ids
+        if multiple_choice:
+            choices = len(features[0]["input_ids"])
+            batch = {k: v.view(len(features), choices, length) for k, v in batch.items()}
+        if features[0]["label"] is not None:
+            batch["labels"] = torch.tensor([f["label"] for f in features], dtype=self.label_dtype)
+        return batch

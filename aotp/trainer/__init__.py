@@ -1,0 +1,1 @@
+"""Training loop, optimizer/schedule, checkpoints and loggers."""

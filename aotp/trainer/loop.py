@@ -1,0 +1,234 @@
+"""The training loop: setup / train / evaluate / save, on one screen, with no hidden callbacks.
+
+* Data order is a seeded permutation per epoch, so a resumed run sees exactly the batches an
+  uninterrupted one would; checkpoints also carry optimizer, scheduler and RNG states, which makes
+  a resumed CPU run bitwise identical to an uninterrupted one.
+* Evaluation on the dev split(s) every ``trainer.eval_every`` optimizer steps (0: once per epoch);
+  the best trainable state by the task's main metric (sign from ``higher_is_better``) is kept and
+  restored at the end; early stopping after ``trainer.patience`` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from aotp.metrics import METRICS, compute_metrics, main_metric_value
+from aotp.methods.base import Method
+from aotp.models.task_model import TaskModel
+from aotp.tasks.data import Collator, SplitData, TaskData
+from aotp.tasks.formatting import FORMATTERS
+from aotp.tasks.spec import TaskSpec
+from aotp.trainer.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from aotp.trainer.loggers import Loggers
+from aotp.trainer.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_context(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+@torch.no_grad()
+def predict_scores(model: TaskModel, split: SplitData, collator: Collator, batch_size: int, device: torch.device,
+                   precision: str = "fp32") -> np.ndarray:
+    """Model scores for every example of a split, in order: (N, k), (N,) or (N, C)."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(split), batch_size):
+        batch = move(collator(split.features[start:start + batch_size]), device)
+        with autocast_context(device, precision):
+            outputs.append(model(**model_inputs(batch)).float().cpu())
+    return torch.cat(outputs).numpy()
+
+
+def score_split(spec: TaskSpec, split: SplitData, scores: np.ndarray) -> dict[str, float]:
+    formatted = FORMATTERS.get(spec.formatter).predictions(spec, split.examples, scores)
+    return compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
+                           groups=formatted.get("groups"))
+
+
+def evaluate(model: TaskModel, data: TaskData, collator: Collator, batch_size: int, device: torch.device,
+             precision: str = "fp32") -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics over every eval split (keys prefixed ``<split>/`` when there are several) + ``main``."""
+    spec = data.spec
+    metrics: dict[str, float] = {}
+    all_scores = {}
+    for split_name in spec.eval_splits:
+        scores = predict_scores(model, data[split_name], collator, batch_size, device, precision)
+        all_scores[split_name] = scores
+        values = score_split(spec, data[split_name], scores)
+        prefix = f"{split_name}/" if len(spec.eval_splits) > 1 else ""
+        metrics.update({prefix + k: float(v) for k, v in values.items()})
+    metrics["main"] = float(main_metric_value(metrics, spec.main_metric))
+    return metrics, all_scores
+
+
+def main_is_better(spec: TaskSpec, new: float, old: Optional[float]) -> bool:
+    if old is None:
+        return True
+    higher = all(METRICS.get(m.rpartition("/")[2]).higher_is_better for m in spec.main_metric)
+    return new > old if higher else new < old
+
+
+class Trainer:
+    def __init__(self, cfg, model: TaskModel, method: Method, data: TaskData, run_dir: Path, loggers: Loggers,
+                 device: torch.device, seed: int):
+        self.cfg = cfg  # the ``trainer`` group
+        self.model = model
+        self.method = method
+        self.data = data
+        self.spec = data.spec
+        self.run_dir = Path(run_dir)
+        self.loggers = loggers
+        self.device = device
+        self.seed = seed
+        label_dtype = torch.float32 if self.spec.head == "regression" else torch.long
+        self.collator = Collator(pad_token_id=model.backbone.config.pad_token_id or 0, label_dtype=label_dtype)
+        self.train_split = data[self.spec.train_split]
+        self.batch_size = int(cfg.batch_size)
+        self.accumulation = int(cfg.gradient_accumulation_steps)
+        batches_per_epoch = math.ceil(len(self.train_split) / self.batch_size)
+        self.steps_per_epoch = math.ceil(batches_per_epoch / self.accumulation)
+        self.total_steps = int(cfg.max_steps) if cfg.get("max_steps") else int(cfg.epochs) * self.steps_per_epoch
+        self.eval_every = int(cfg.eval_every) if cfg.get("eval_every") else self.steps_per_epoch
+        self.checkpoint_every = int(cfg.get("checkpoint_every") or 0)
+        self.checkpoint_dir = self.run_dir / "checkpoint"
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train_split), generator=generator).tolist()
+
+    def fit(self, method_lr: float, weight_decay: float) -> dict[str, Any]:
+        cfg, model, device = self.cfg, self.model, self.device
+        model.to(device)
+        optimizer = build_optimizer(model, method_lr, weight_decay)
+        scheduler = build_scheduler(optimizer, self.total_steps, float(cfg.warmup_ratio), cfg.get("warmup_steps"))
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None, "best_metrics": None,
+                 "bad_evals": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "train_examples": 0,
+                 "stopped_early": False}
+        best_state: Optional[dict[str, torch.Tensor]] = None
+        resumed = load_checkpoint(self.checkpoint_dir)
+        if resumed is not None:
+            self.method.load_trainable_state_dict(model, {k: v.to(device) for k, v in resumed["trainable"].items()})
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            scaler.load_state_dict(resumed["scaler"])
+            state.update(resumed["loop"])
+            best_state = resumed["best"]
+            set_rng_state(resumed["rng"])
+            log.info("resumed from %s at step %d", self.checkpoint_dir, state["step"])
+            print(f"Resuming from checkpoint at step {state['step']}/{self.total_steps}", flush=True)
+
+        def checkpoint() -> None:
+            save_checkpoint(self.checkpoint_dir, self.method.trainable_state_dict(model), best_state,
+                            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict(), "loop": dict(state)})
+
+        progress = tqdm(total=self.total_steps, initial=state["step"], desc=f"train {self.spec.full_name}",
+                        disable=not cfg.get("progress", True), dynamic_ncols=True)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        done = state["step"] >= self.total_steps or state["stopped_early"]
+        while not done:
+            order = self.epoch_order(state["epoch"])
+            batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            micro = 0
+            tick = time.perf_counter()
+            examples_since = 0
+            for batch_index in range(state["batch_in_epoch"], len(batches)):
+                model.train()
+                batch = move(self.collator([self.train_split.features[i] for i in batches[batch_index]]), device)
+                with autocast_context(device, cfg.precision):
+                    logits = model(**model_inputs(batch))
+                loss = model.loss(logits, batch["labels"]) / self.accumulation
+                scaler.scale(loss).backward()
+                micro += 1
+                examples_since += len(batches[batch_index])
+                last_in_epoch = batch_index == len(batches) - 1
+                if micro % self.accumulation and not last_in_epoch:
+                    continue
+                if cfg.get("max_grad_norm"):
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, float(cfg.max_grad_norm))
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["batch_in_epoch"] = batch_index + 1
+                elapsed = time.perf_counter() - tick
+                state["train_seconds"] += elapsed
+                state["train_examples"] += examples_since
+                loss_value = loss.item() * self.accumulation
+                progress.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}")
+                progress.update(1)
+                if state["step"] % int(cfg.get("log_every", 10)) == 0:
+                    self.loggers.log("train", state["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                                                               "epoch": state["epoch"]})
+                finished = state["step"] >= self.total_steps
+                if state["step"] % self.eval_every == 0 or finished:
+                    best_state = self._evaluate_and_select(state, best_state)
+                    checkpoint()
+                elif self.checkpoint_every and state["step"] % self.checkpoint_every == 0:
+                    checkpoint()
+                tick = time.perf_counter()
+                examples_since = 0
+                if finished or state["stopped_early"]:
+                    done = True
+                    break
+            else:
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+        progress.close()
+        if best_state is not None:
+            self.method.load_trainable_state_dict(model, {k: v.to(device) for k, v in best_state.items()})
+        return state
+
+    def _evaluate_and_select(self, state: dict[str, Any], best_state):
+        tick = time.perf_counter()
+        metrics, _ = evaluate(self.model, self.data, self.collator, int(self.cfg.eval_batch_size), self.device,
+                              self.cfg.precision)
+        state["eval_seconds"] += time.perf_counter() - tick
+        state["history"].append({"step": state["step"], **metrics})
+        self.loggers.log("eval", state["step"], metrics)
+        tqdm.write(f"step {state['step']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if main_is_better(self.spec, metrics["main"], state["best_main"]):
+            state.update(best_main=metrics["main"], best_step=state["step"], best_metrics=metrics, bad_evals=0)
+            return {k: v.detach().cpu().clone() for k, v in self.method.trainable_state_dict(self.model).items()}
+        state["bad_evals"] += 1
+        patience = self.cfg.get("patience")
+        if patience and state["bad_evals"] >= int(patience):
+            state["stopped_early"] = True
+            tqdm.write(f"early stopping at step {state['step']}: no improvement in {patience} evaluations")
+        return best_state
