@@ -1,0 +1,251 @@
+"""AoT P-Tuning (Gavrilov & Balagansky 2023, arXiv 2305.10835) as two registered methods.
+
+Equation: before every encoder layer l = 1..L, the hidden state of position i gets a bias that
+depends only on its token id, ``h_l[i] <- h_l[i] + P_l[x_i]``, P a |V| x L x d tensor given by a
+reparametrization (see :mod:`aotp.methods.aot.reparam`):
+
+* ``aot_fc``:   ``P[x] = W2 dropout(act(W1 E[x] + b1)) + b2`` (E the frozen word embeddings).
+  Trainable parameters: ``e*r + r + r*L*d + L*d + |head|``  (e = embedding width, = d here).
+* ``aot_kron``: ``P[x] = dropout(A[x // b] kron B[x % b]) W``, a = b = ceil(sqrt(|V|)), no bias.
+  Trainable parameters: ``a*r + b*r + r^2*L*d + |head|``.
+
+|V| is the number of rows of the backbone's word-embedding matrix, ``|head| = d*d + d + d*k + k``.
+The output projections (W2, b2 / W) start at zero, so a fresh AoT model computes exactly the frozen
+backbone + head. Training computes P only for the unique token ids of each batch.
+
+Inference (``prepare_for_inference``), option ``inference_mode``:
+
+* ``materialized`` (default): the full |V| x L x d table is computed once, ``chunk_size`` token ids at
+  a time, streamed into ``artifact_dir/aot_table.safetensors`` in ``table_dtype`` (fp32/fp16/bf16;
+  peak memory one chunk), then loaded back memory-mapped (``torch.frombuffer`` over a copy-on-write
+  ``mmap``, no copy) and the reparametrization is dropped. A forward pass then costs one gather
+  ``table[input_ids]`` (all layers at once, before the encoder) and L additions.
+* ``on_the_fly``: the reparametrization is kept and computes the batch's unique rows per forward;
+  its parameters are saved to ``artifact_dir/aot_reparam.safetensors``.
+
+Either way ``artifact_dir`` receives a task pack (:mod:`aotp.methods.aot.pack`) that
+:class:`aotp.inference.MultiTaskModel` loads.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from aotp.methods.aot import pack as packs
+from aotp.methods.aot.injector import find_encoder_layers
+from aotp.methods.aot.module import AoTBias
+from aotp.methods.aot.reparam import (ACTIVATIONS, FCReparametrization, KroneckerReparametrization, check_dropout,
+                                      check_rank, kron_split)
+from aotp.methods.aot.table_io import TABLE_DTYPES, load_tensor_mmap, resolve_table_dtype, write_table
+from aotp.methods.base import METHODS, Method, head_parameter_count
+from aotp.models.task_model import TaskModel
+
+INFERENCE_MODES = ("materialized", "on_the_fly")
+TABLE_KEY = "aot.table"
+
+
+def backbone_shapes(backbone: nn.Module) -> tuple[int, int, int, int]:
+    """(|V|, embedding width e, number of layers L, hidden size d) of an HF encoder."""
+    embedding = backbone.get_input_embeddings()
+    vocab_size, embedding_dim = embedding.weight.shape
+    return vocab_size, embedding_dim, len(find_encoder_layers(backbone)), backbone.config.hidden_size
+
+
+class AoTMethod(Method):
+    """Shared machinery of the AoT reparametrizations (see the module docstring)."""
+
+    name = "aot"
+
+    def __init__(self, rank: int, dropout: float = 0.0, table_dtype: str = "fp32",
+                 inference_mode: str = "materialized", chunk_size: int = 1024):
+        self.rank = check_rank(rank)
+        self.dropout = check_dropout(dropout)
+        resolve_table_dtype(table_dtype)
+        self.table_dtype = table_dtype
+        if inference_mode not in INFERENCE_MODES:
+            raise ValueError(f"Unknown inference_mode {inference_mode!r} (config option `method.options.inference_mode`); "
+                             f"valid choices: {', '.join(INFERENCE_MODES)}")
+        self.inference_mode = inference_mode
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"AoT option `method.options.chunk_size` must be a positive integer, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+
+    # -- to be provided by each reparametrization --------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        return {"rank": self.rank, "dropout": self.dropout, "table_dtype": self.table_dtype,
+                "inference_mode": self.inference_mode, "chunk_size": self.chunk_size}
+
+    def build_reparam(self, backbone: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def reparam_parameter_count(self, backbone: nn.Module) -> int:
+        raise NotImplementedError
+
+    # -- training ------------------------------------------------------------------------------
+    def build_bias(self, backbone: nn.Module) -> AoTBias:
+        vocab_size, _, num_layers, hidden_size = backbone_shapes(backbone)
+        return AoTBias(self.build_reparam(backbone), vocab_size, num_layers, hidden_size)
+
+    def apply(self, model: TaskModel) -> TaskModel:
+        if hasattr(model, "aot"):
+            raise RuntimeError("this model already has AoT biases (model.aot); apply the method once")
+        bias = self.build_bias(model.backbone)
+        bias.to(device=model.backbone.get_input_embeddings().weight.device)
+        model.aot = bias  # a submodule: its parameters are named "aot.*"
+        bias.attach(model.backbone)
+        self.freeze_all_but(model, lambda name: name.startswith("aot."))
+        return model
+
+    def expected_trainable_parameters(self, model: TaskModel) -> int:
+        return self.reparam_parameter_count(model.backbone) + head_parameter_count(model)
+
+    # -- state (a materialised model carries its table) -------------------------------------------
+    def trainable_state_dict(self, model: TaskModel) -> dict[str, torch.Tensor]:
+        state = super().trainable_state_dict(model)
+        if model.aot.materialized:
+            state[TABLE_KEY] = model.aot.table.detach().clone()
+        return state
+
+    def load_trainable_state_dict(self, model: TaskModel, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        table = state.pop(TABLE_KEY, None)
+        if table is not None:
+            model.aot.set_table(table.to(model.backbone.get_input_embeddings().weight.device))
+            self.freeze_all_but(model, lambda name: name.startswith("aot."))
+        elif model.aot.materialized:
+            raise KeyError(f"model is materialised but the state has no {TABLE_KEY!r}")
+        super().load_trainable_state_dict(model, state)
+
+    # -- inference -------------------------------------------------------------------------------
+    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None) -> dict[str, Any]:
+        aot: AoTBias = model.aot
+        if aot.materialized:
+            raise RuntimeError("prepare_for_inference was already called: the model is materialised")
+        info = {
+            "method": self.name, "options": self.options(), "inference_mode": self.inference_mode,
+            "head_type": model.head_type, "num_labels": model.num_labels, "family": model.family,
+            "vocab_size": aot.vocab_size, "num_layers": aot.num_layers, "hidden_size": aot.hidden_size,
+            "head": packs.head_info(model.head), "files": {"head": packs.HEAD_FILE},
+        }
+        artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
+        facts: dict[str, Any] = {"inference_mode": self.inference_mode}
+        if self.inference_mode == "on_the_fly":
+            if artifact_dir is not None:
+                artifact_dir.mkdir(parents=True, exist_ok=True)
+                path = artifact_dir / packs.REPARAM_FILE
+                save_file({k: v.detach().cpu().contiguous() for k, v in aot.reparam.state_dict().items()}, str(path))
+                info["files"]["reparam"] = packs.REPARAM_FILE
+                facts.update(reparam_path=str(path), reparam_bytes=path.stat().st_size)
+        else:
+            dtype = resolve_table_dtype(self.table_dtype)
+            shape = (aot.vocab_size, aot.num_layers, aot.hidden_size)
+            start = time.perf_counter()
+            if artifact_dir is None:  # no directory: materialise in memory
+                table = torch.cat(list(aot.table_chunks(self.chunk_size))).to(dtype)
+                facts.update(table_path=None, table_load="in_memory")
+            else:
+                path = artifact_dir / packs.TABLE_FILE
+                write_table(path, packs.TABLE_TENSOR, aot.table_chunks(self.chunk_size), shape, dtype,
+                            metadata={"method": self.name, "shape": "x".join(map(str, shape)), "layout": "vocab,layer,hidden"})
+                table, _ = load_tensor_mmap(path, packs.TABLE_TENSOR)
+                device = model.backbone.get_input_embeddings().weight.device
+                if device.type != "cpu":
+                    table = table.to(device)
+                info["files"]["table"] = packs.TABLE_FILE
+                facts.update(table_path=str(path), table_load="mmap (torch.frombuffer over mmap.ACCESS_COPY)"
+                             if device.type == "cpu" else f"mmap, copied to {device}")
+            aot.set_table(table)
+            self.freeze_all_but(model, lambda name: name.startswith("aot."))
+            info["table_dtype"] = self.table_dtype
+            facts.update(table_dtype=self.table_dtype, table_shape=list(shape),
+                         table_bytes=table.numel() * table.element_size(),
+                         materialize_seconds=round(time.perf_counter() - start, 3))
+        if artifact_dir is not None:
+            packs.save_head(model.head, artifact_dir / packs.HEAD_FILE)
+            packs.write_pack_json(artifact_dir, info)
+            facts["pack_dir"] = str(artifact_dir)
+        return facts
+
+    def load_reparam(self, backbone: nn.Module, path: Path) -> AoTBias:
+        """An on-the-fly :class:`AoTBias` with the parameters saved by ``prepare_for_inference``."""
+        bias = self.build_bias(backbone)
+        bias.reparam.load_state_dict(load_file(str(path)))
+        return bias.eval()
+
+
+@METHODS.register("aot_fc")
+class AoTFC(AoTMethod):
+    """AoT P-Tuning, FC reparametrization: ``P[x] = W2 dropout(act(W1 E[x] + b1)) + b2``.
+
+    Trainable parameters: ``e*r + r + r*L*d + L*d`` + head (e = word-embedding width).
+    Options: ``rank`` r, ``activation`` (relu/gelu/tanh/identity), ``dropout`` (on the r hidden
+    units), ``table_dtype``, ``inference_mode``, ``chunk_size`` (see :mod:`aotp.methods.aot.method`).
+    """
+
+    name = "aot_fc"
+
+    def __init__(self, rank: int = 128, activation: str = "relu", dropout: float = 0.0, **options: Any):
+        super().__init__(rank=rank, dropout=dropout, **options)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {activation!r} (config option `method.options.activation`); "
+                             f"valid choices: {', '.join(ACTIVATIONS)}")
+        self.activation = activation
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "activation": self.activation}
+
+    def build_reparam(self, backbone: nn.Module) -> nn.Module:
+        _, _, num_layers, hidden_size = backbone_shapes(backbone)
+        return FCReparametrization(backbone.get_input_embeddings(), num_layers, hidden_size, self.rank,
+                                   self.activation, self.dropout)
+
+    def reparam_parameter_count(self, backbone: nn.Module) -> int:
+        _, embedding_dim, num_layers, hidden_size = backbone_shapes(backbone)
+        return FCReparametrization.parameter_count(embedding_dim, num_layers, hidden_size, self.rank)
+
+
+@METHODS.register("aot_kron")
+class AoTKronecker(AoTMethod):
+    """AoT P-Tuning, Kronecker reparametrization: ``P[x] = dropout(A[x // b] kron B[x % b]) W``.
+
+    a = b = ceil(sqrt(|V|)); A: a x r, B: b x r, W: r^2 x L*d (no bias).
+    Trainable parameters: ``a*r + b*r + r^2*L*d`` + head.
+    Options: ``rank`` r, ``dropout`` (on the r^2 Kronecker features), ``table_dtype``,
+    ``inference_mode``, ``chunk_size``.
+    """
+
+    name = "aot_kron"
+
+    def __init__(self, rank: int = 16, dropout: float = 0.0, **options: Any):
+        super().__init__(rank=rank, dropout=dropout, **options)
+
+    def build_reparam(self, backbone: nn.Module) -> nn.Module:
+        vocab_size, _, num_layers, hidden_size = backbone_shapes(backbone)
+        return KroneckerReparametrization(vocab_size, num_layers, hidden_size, self.rank, self.dropout)
+
+    def reparam_parameter_count(self, backbone: nn.Module) -> int:
+        vocab_size, _, num_layers, hidden_size = backbone_shapes(backbone)
+        a, b = kron_split(vocab_size)
+        return KroneckerReparametrization.parameter_count(a, b, num_layers, hidden_size, self.rank)
+
+
+def aot_method_names() -> list[str]:
+    """Registered method names that are AoT P-Tuning variants (usable for multi-task inference)."""
+    return [name for name in METHODS.names() if issubclass(METHODS.get(name), AoTMethod)]
+
+
+def build_aot_method(name: str, options: Optional[dict] = None) -> AoTMethod:
+    cls = METHODS.get(name)
+    if not issubclass(cls, AoTMethod):
+        raise ValueError(f"method {name!r} is not an AoT P-Tuning method ({', '.join(aot_method_names())})")
+    return cls(**(options or {}))
+
+
+__all__ = ["AoTMethod", "AoTFC", "AoTKronecker", "INFERENCE_MODES", "TABLE_DTYPES", "aot_method_names",
+           "build_aot_method", "backbone_shapes"]
