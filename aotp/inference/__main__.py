@@ -26,7 +26,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--input", default="-", help="JSON-lines file of records (default: stdin)")
     parser.add_argument("--output", default="-", help="JSON-lines file of predictions (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=512, help="truncate token sequences to this length")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate token sequences to this length (default: each task spec's max_length, else 512)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser.parse_args(argv)

@@ -48,6 +48,8 @@ class TaskPack:
     label_names: Optional[list[str]] = None
     text_fields: Optional[list[str]] = None
     spec: dict[str, Any] = field(default_factory=dict)
+    task_spec: Any = None  # an aotp.tasks.TaskSpec: records are then formatted exactly as in training
+    max_length: Optional[int] = None  # truncation used in training (data.max_length or the spec's)
 
     def __post_init__(self):
         if not self.head_type:
@@ -133,8 +135,11 @@ class MultiTaskModel(nn.Module):
         for index, (run_dir, config) in enumerate(runs):
             task = config["task"]
             name = names[index] if names is not None else task["name"]
-            tasks.append(load_task_pack(run_dir / PACK_DIR, backbone.model, name=name, task_spec=task,
-                                        method=config["method"]))
+            pack = load_task_pack(run_dir / PACK_DIR, backbone.model, name=name, task_spec=task, method=config["method"])
+            pack.task_spec = _task_spec_or_none(task)
+            max_length = (config.get("data") or {}).get("max_length") or task.get("max_length")
+            pack.max_length = int(max_length) if max_length else (pack.task_spec.max_length if pack.task_spec else None)
+            tasks.append(pack)
         return cls(backbone, tasks).to(device)
 
     # -- forward -------------------------------------------------------------------------------
@@ -220,12 +225,13 @@ class MultiTaskModel(nn.Module):
         return outputs
 
     # -- text in, predictions out ----------------------------------------------------------------
-    def tokenize(self, record: dict[str, Any], max_length: int = 512) -> dict[str, Any]:
+    def tokenize(self, record: dict[str, Any], max_length: Optional[int] = None) -> dict[str, Any]:
         """Token ids of a raw record ``{"task": ..., <text fields>...}`` for :meth:`predict_logits`.
 
         Single/pair tasks read the task's ``text_fields`` (one or two). Multiple-choice records carry
         ``"choices"``: a list of strings or of [first, second] pairs, already formatted (task-specific
-        formatting of the choices belongs to :mod:`aotp.tasks`).
+        formatting of the choices belongs to :mod:`aotp.tasks`). Sequences are truncated to
+        ``max_length``, by default the task spec's ``max_length`` (else 512).
         """
         if self.tokenizer is None:
             raise RuntimeError("this MultiTaskModel has no tokenizer; pass token ids to predict_logits")
@@ -233,6 +239,14 @@ class MultiTaskModel(nn.Module):
         if name is None:
             raise KeyError("record has no 'task' key")
         pack = self.task_info[self.task_names[self.task_index(name)]]
+        max_length = int(max_length or pack.max_length or pack.spec.get("max_length") or 512)
+        if pack.task_spec is not None:  # the task's own formatter and the training tokenisation
+            from aotp.tasks.data import tokenize as tokenize_examples
+            from aotp.tasks.formatting import FORMATTERS
+
+            examples = FORMATTERS.get(pack.task_spec.formatter).format(pack.task_spec, [record], labelled=False)
+            feature = tokenize_examples(examples, self.tokenizer, max_length, uses_token_type_ids=True)[0]
+            return {"task": name, "input_ids": feature["input_ids"], "token_type_ids": feature["token_type_ids"]}
         kwargs = dict(truncation=True, max_length=max_length, return_token_type_ids=True)
         if pack.head_type == "multiple_choice":
             choices = record.get("choices")
@@ -247,7 +261,7 @@ class MultiTaskModel(nn.Module):
                 raise ValueError(f"task {name!r} has no text_fields; pass token ids to predict_logits")
             missing = [f for f in fields if f not in record]
             if missing:
-                raise KeyError(f"task {name!r} record lacks field(s) {missing}; its text fields are {fields}")
+                raise ValueError(f"task {name!r} record lacks field(s) {missing}; its text fields are {fields}")
             if len(fields) > 2:
                 raise ValueError(f"task {name!r} has {len(fields)} text fields; only one or two are supported here")
             encoded = self.tokenizer(*[record[f] for f in fields], **kwargs)
@@ -255,7 +269,7 @@ class MultiTaskModel(nn.Module):
                 "token_type_ids": encoded["token_type_ids"]}
 
     @torch.no_grad()
-    def predict(self, records: Sequence[dict[str, Any]], max_length: int = 512) -> list[dict[str, Any]]:
+    def predict(self, records: Sequence[dict[str, Any]], max_length: Optional[int] = None) -> list[dict[str, Any]]:
         """Predictions for raw records of any mix of tasks: label (name), score or choice index."""
         logits = self.predict_logits([self.tokenize(r, max_length) for r in records])
         results = []
@@ -275,6 +289,15 @@ class MultiTaskModel(nn.Module):
 
 
 # -- reading runs and packs ------------------------------------------------------------------------
+def _task_spec_or_none(task: dict):
+    """The run's :class:`aotp.tasks.TaskSpec`, or None when the task dict is not a full spec."""
+    if not all(key in task for key in ("benchmark", "splits", "metrics")):
+        return None  # a partial spec (hand-written runs): records are read through text_fields
+    from aotp.tasks.spec import TaskSpec
+
+    return TaskSpec.from_config(task)
+
+
 def _describe(model_cfg: dict) -> str:
     keys = [k for k in ("name", "source", "hub_id", "revision", "family") if k in model_cfg]
     return "{" + ", ".join(f"{k}={model_cfg[k]}" for k in keys) + "}"

@@ -190,3 +190,37 @@ def test_from_runs_refuses_other_backbones_methods_and_unfinished_runs(tmp_path)
         MultiTaskModel.from_runs([tmp_path / "sent", tmp_path / "sent"])
     assert MultiTaskModel.from_runs([tmp_path / "sent", tmp_path / "sent"], names=["a", "b"]).task_names == ["a", "b"]
     assert models  # the packs above were really written by prepare_for_inference
+
+
+def test_from_runs_formats_records_with_the_runs_task_specs(tmp_path):
+    """Runs written with real task specs (as the runner does): records go through the task's formatter
+    and the training tokenisation, and predictions carry the spec's label names."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO_ROOT
+
+    family = "bert"
+    specs = {name: OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "configs" / "task" / "glue" / f"{name}.yaml"))
+             for name in ("sst2", "rte")}
+    sst2, sst2_method = train_like(family, "aot_fc", "classification", 2, {"rank": 8}, seed=1)
+    rte, rte_method = train_like(family, "aot_kron", "classification", 2, {"rank": 4}, seed=2)
+    for name, model, method, cfg in (("sst2", sst2, sst2_method, {"name": "aot_fc", "options": {"rank": 8}}),
+                                     ("rte", rte, rte_method, {"name": "aot_kron", "options": {"rank": 4}})):
+        method.prepare_for_inference(model, tmp_path / name / "inference")
+        write_run(tmp_path / name, family, specs[name], cfg)
+    multi = MultiTaskModel.from_runs([tmp_path / "sst2", tmp_path / "rte"])
+    assert multi.task_info["rte"].task_spec is not None and multi.task_info["rte"].max_length == 256
+    records = [{"task": "rte", "sentence1": "the man came back home", "sentence2": "he was at home"},
+               {"task": "sst2", "sentence": "a bad film"},
+               {"task": "rte", "sentence1": "no", "sentence2": "yes it is"}]
+    predictions = multi.predict(records)
+    expected_sst2 = single_task_logits(sst2, ["a bad film"])[0]
+    pairs = TOKENIZER(["the man came back home", "no"], ["he was at home", "yes it is"], padding=True,
+                      return_tensors="pt", return_token_type_ids=True)
+    with torch.no_grad():
+        expected_rte = rte(**pairs)
+    for prediction, expected in zip(predictions, (expected_rte[0], expected_sst2, expected_rte[1])):
+        assert prediction["logits"] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert predictions[1]["prediction"] == specs["sst2"]["label_names"][int(expected_sst2.argmax())]
+    with pytest.raises(ValueError, match="sentence2"):
+        multi.predict([{"task": "rte", "sentence1": "only one"}])
