@@ -36,3 +36,25 @@ demo: $(STAMP)  ## offline showcase: MiniLM on the shipped SST-2 sample
 
 clean:  ## remove caches and demo outputs (keeps .venv and results/runs)
 	rm -rf .cache outputs multirun results/demo
+
+# ---- reproduction: sweeps and tables (make reproduce / make tables) ----
+EXPERIMENT ?=
+LAUNCHER ?= basic
+ARGS ?=
+RESULTS ?= results/runs
+TABLES ?= results/tables
+comma := ,
+# local_gpus: one worker per GPU; the GPUs are CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi lists.
+NUM_GPUS ?= $(if $(CUDA_VISIBLE_DEVICES),$(words $(subst $(comma), ,$(CUDA_VISIBLE_DEVICES))),$(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU'))
+LAUNCH_ARGS = $(if $(filter local_gpus,$(LAUNCHER)),hydra.launcher.n_jobs=$(NUM_GPUS))
+
+.PHONY: reproduce tables
+
+reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS="overrides"]
+	@test -n "$(EXPERIMENT)" || { echo "usage: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS=\"overrides\"]"; \
+		echo "experiments: $$(ls configs/experiment | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 2; }
+	@test "$(LAUNCHER)" != local_gpus || test "$(NUM_GPUS)" -gt 0 2>/dev/null || { echo "LAUNCHER=local_gpus found no GPU: set NUM_GPUS=<n>"; exit 2; }
+	$(PY) -m aotp.run -m experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) $(LAUNCH_ARGS) paths.results=$(RESULTS) $(ARGS)
+
+tables: $(STAMP)  ## run records -> tables/plots: make tables [RESULTS=results/runs] [TABLES=results/tables] [EXPERIMENT=<name>]
+	$(PY) scripts/aggregate.py --results $(RESULTS) --out $(TABLES) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
