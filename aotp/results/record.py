@@ -23,6 +23,7 @@ NON_SEMANTIC = {
     "paths": None,
     "logger": None,
     "experiment": None,
+    "experiment_name": None,
     "hydra": None,
     "trainer": {"device", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
     "data": {"root", "cache"},
