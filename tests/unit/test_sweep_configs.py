@@ -97,7 +97,7 @@ def test_each_sweep_job_gets_its_grid_learning_rate_and_a_distinct_run_id():
             ids[(method, index)] = run_id(config)
     assert len(set(ids.values())) == len(ids)
     # the grid bookkeeping (experiment.*) is not part of the run id; the resulting lr is
-    same = compose(["model=roberta_base", "method=lora", "task=glue/rte", "seed=1", "trainer.epochs=20",
+    same = compose(["model=roberta_base", "method=lora", "task=glue/cola", "seed=1", "trainer.epochs=20",
                     f"method.lr={OmegaConf.to_container(compose(['experiment=paper_glue_roberta_base'])).get('experiment')['lr_grid']['lora'][1]}"])
     assert run_id(OmegaConf.to_container(same, resolve=True)) == ids[("lora", 1)]
 
