@@ -29,12 +29,14 @@ def prefix_parameters(model):
 def test_changing_the_prefix_changes_logits_on_every_family(tiny_family):
     model, _ = build(tiny_family, prefix_length=4)
     batch = tiny_batch(model, SENTENCES)
+    encode = lambda: model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # noqa: E731
     with torch.no_grad():
-        before = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        before, before_logits = encode(), model(**batch)
         for _, parameter in prefix_parameters(model):
             parameter.mul_(-1.5)
-        after = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-    assert (after - before).abs().max() > 1e-2
+        after, after_logits = encode(), model(**batch)
+    assert (after - before).abs().max() > 1e-2  # the head's input moves clearly...
+    assert (after_logits - before_logits).abs().max() > 1e-4  # ...and so do the (small, fresh-head) logits
 
 
 def test_backbone_is_frozen_and_only_the_prefix_and_head_train(tiny_family):
