@@ -70,6 +70,8 @@ def validate(cfg: DictConfig):
     except TypeError as error:
         raise ConfigError(f"method={cfg.method.name}: bad method.options ({error})") from None
     spec = TaskSpec.from_config(cfg.task)
+    if spec.train_split is None:  # a diagnostic set: scored by aotp.evaluate with a trained run, never trained
+        raise ConfigError(spec.not_trainable_message())
     if cfg.data.get("root"):
         root = Path(cfg.data.root)
         if not root.is_dir():

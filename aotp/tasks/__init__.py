@@ -3,6 +3,7 @@
 from aotp.tasks.data import TaskData, load_task_data
 from aotp.tasks.formatting import FORMATTERS, Formatter
 from aotp.tasks.loading import DataFileError, check_local_files
-from aotp.tasks.spec import TaskSpec
+from aotp.tasks.spec import TaskSpec, load_spec, task_names
 
-__all__ = ["TaskData", "load_task_data", "FORMATTERS", "Formatter", "DataFileError", "check_local_files", "TaskSpec"]
+__all__ = ["TaskData", "load_task_data", "FORMATTERS", "Formatter", "DataFileError", "check_local_files", "TaskSpec",
+           "load_spec", "task_names"]

@@ -1,8 +1,9 @@
 """Examples -> token features (cached on disk) -> padded batches.
 
-Tokenisation is cached under ``paths.cache``, keyed by the task spec, the source file's identity,
-the tokenizer's full definition and the maximum length, so the second run of a task on the same
-tokenizer skips it.
+Tokenisation is cached under ``paths.cache``, keyed by the whole task spec (formatter options
+included), the source file's identity, the tokenizer's full definition, the maximum length and the
+subset, so the second run of a task on the same tokenizer skips it. The cache stores the formatted
+examples whole, so formatter-specific fields (``group``, ReCoRD's ``entity``/``answers``) survive it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Optional
 import torch
 
 from aotp.tasks.formatting import FORMATTERS
-from aotp.tasks.loading import load_raw_records, local_path
+from aotp.tasks.loading import check_local_files, load_raw_records, local_path
 from aotp.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -46,25 +47,58 @@ class TaskData:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the tokenizer's definition. The fast backend's truncation/padding state is left out: a
+    tokenizer call sets it, and it must not change the key between two loads in one process."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha1(definition.encode()).hexdigest()[:16]
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+        text = json.dumps(definition, sort_keys=True)
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def source_fingerprint(spec: TaskSpec, split: str, root: Optional[Path]) -> str:
     if root is None:
         return f"hub:{spec.hub.get('path')}:{spec.hub.get('name')}:{spec.hub.get('revision')}:{split}"
     path = local_path(spec, split, root).resolve()
+    if not path.is_file():
+        check_local_files(spec, root, [split])
     stat = path.stat()
-    return f"{path}:{stat.st_size}:{int(stat.st_mtime)}"
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def subset(items: list, limit: Optional[int], seed: int) -> list:
-    """A fixed, seeded subset (order preserved) of at most ``limit`` items."""
+    """A fixed, seeded subset (order preserved) of at most ``limit`` items.
+
+    Grouped examples (MultiRC answer options of one question, ReCoRD candidates of one query) are
+    kept or dropped whole, so per-question metrics stay defined: whole groups are drawn until the
+    next one would pass ``limit`` (at least one group is kept).
+    """
     if not limit or limit >= len(items):
         return items
+    if items and isinstance(items[0], dict) and "group" in items[0] and len({_key(e["group"]) for e in items}) < len(items):
+        members: dict = {}
+        for position, item in enumerate(items):
+            members.setdefault(_key(item["group"]), []).append(position)
+        groups = list(members)
+        random.Random(seed).shuffle(groups)
+        chosen, total = [], 0
+        for group in groups:
+            size = len(members[group])
+            if chosen and total + size > limit:
+                continue
+            chosen.extend(members[group])
+            total += size
+        return [items[i] for i in sorted(chosen)]
     chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in chosen]
+
+
+def _key(group: Any) -> Any:
+    return tuple(group) if isinstance(group, list) else group
 
 
 def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_token_type_ids: bool) -> list[dict[str, Any]]:
@@ -97,8 +131,9 @@ def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_to
 
 def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, labelled: bool, limit: Optional[int],
                seed: int, max_length: int, uses_token_type_ids: bool, cache_dir: Optional[Path]) -> SplitData:
-    key_material = json.dumps([spec.full_name, spec.version, spec.formatter, split, source_fingerprint(spec, split, root),
-                               tokenizer_fingerprint(tokenizer), max_length, uses_token_type_ids, limit, seed])
+    key_material = json.dumps([spec.full_name, spec.version, spec.fingerprint(), split, labelled,
+                               source_fingerprint(spec, split, root), tokenizer_fingerprint(tokenizer), max_length,
+                               uses_token_type_ids, limit, seed])
     key = hashlib.sha1(key_material.encode()).hexdigest()[:20]
     cache_file = Path(cache_dir) / "tokenized" / f"{spec.benchmark}-{spec.name}-{split}-{key}.pt" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
@@ -122,7 +157,7 @@ def load_task_data(spec: TaskSpec, tokenizer, data_cfg, *, uses_token_type_ids: 
     """Train + eval splits (labelled) and optionally test splits (unlabelled) of one task."""
     root = Path(data_cfg["root"]) if data_cfg.get("root") else None
     max_length = int(data_cfg.get("max_length") or spec.max_length)
-    wanted = splits or [spec.train_split, *spec.eval_splits]
+    wanted = splits or [s for s in (spec.train_split, *spec.eval_splits) if s]
     data = TaskData(spec)
     for split in wanted:
         is_train = split == spec.train_split

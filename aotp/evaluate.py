@@ -1,0 +1,266 @@
+"""Score a finished run on a labelled task: its own dev split(s), or a diagnostic set its task can score.
+
+    python -m aotp.evaluate run=<run dir> [task=glue/ax] [data.root=DIR] [output=DIR] [device=auto] [batch_size=N]
+
+The run is rebuilt from its record: the config in ``result.json`` gives the backbone
+(:func:`aotp.models.build_backbone`), the head (:class:`aotp.models.TaskModel` for the trained task) and
+the method (:func:`aotp.methods.build_method`, then ``apply``); ``trainable.safetensors`` is loaded with
+``method.load_trainable_state_dict``. Without ``task=`` the run's own task is scored on its eval
+split(s) with the run's data settings, which reproduces the record's dev metrics.
+
+Diagnostics (``glue/ax``, ``superglue/axb``, ``superglue/axg``) have no train split; their spec names
+the trained tasks that may score them (``diagnostic.scored_with``: MNLI for AX, RTE for AX-b/AX-g).
+The model's outputs are mapped from the trained task's label space to the diagnostic's by label name
+(MNLI's and AX's label lists are the same names). A run of any other task is refused, naming the
+tasks that would do.
+
+Writes ``<output>/<benchmark>-<task>.json`` (metrics, main, label mapping, split sizes, run) and
+``<output>/<benchmark>-<task>.<split>.jsonl`` (``idx``, ``prediction``, ``label`` per scored unit);
+``output`` defaults to ``<run dir>/evaluations``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] [output=DIR] "
+         "[device=auto|cpu|cuda] [batch_size=N]")
+ARGUMENTS = ("run", "task", "data.root", "output", "device", "batch_size")
+
+
+class RunError(ValueError):
+    """A run that cannot be loaded or cannot score the requested task; the message says why."""
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    record: dict[str, Any]
+    config: dict[str, Any]
+    spec: Any  # TaskSpec of the trained task
+    model: Any  # TaskModel with the run's trainable weights
+    tokenizer: Any
+    uses_token_type_ids: bool
+    device: Any
+    collator: Any
+
+
+def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
+    """Rebuild a finished run's model from ``result.json`` + ``trainable.safetensors``."""
+    from safetensors.torch import load_file
+
+    from aotp.methods import build_method
+    from aotp.models import TaskModel, build_backbone
+    from aotp.results.record import read_record
+    from aotp.tasks.data import Collator
+    from aotp.tasks.spec import TaskSpec
+    from aotp.trainer.loop import select_device
+
+    run_dir = Path(run_dir)
+    record_path = run_dir / "result.json"
+    if not record_path.is_file():
+        raise RunError(f"{run_dir} is not a run directory: {record_path} does not exist")
+    record = read_record(record_path)
+    if record is None:
+        raise RunError(f"{record_path} is not readable JSON")
+    if record.get("status") != "success":
+        raise RunError(f"run {run_dir} has status {record.get('status')!r}; only a finished (success) run can be "
+                       f"evaluated{': ' + record['error'] if record.get('error') else ''}")
+    weights = run_dir / "trainable.safetensors"
+    if not weights.is_file():
+        raise RunError(f"run {run_dir} has no trained weights: {weights} does not exist")
+    config = record["config"]
+    spec = TaskSpec.from_config(config["task"])
+    backbone = build_backbone(config["model"])
+    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(config["seed"]))
+    method = build_method(config["method"])
+    method.apply(model)
+    method.load_trainable_state_dict(model, load_file(str(weights)))
+    torch_device = select_device(device)
+    model.to(torch_device).eval()
+    import torch
+
+    label_dtype = torch.float32 if spec.head == "regression" else torch.long
+    collator = Collator(pad_token_id=model.backbone.config.pad_token_id or 0, label_dtype=label_dtype)
+    return LoadedRun(run_dir, record, config, spec, model, backbone.tokenizer, backbone.uses_token_type_ids,
+                     torch_device, collator)
+
+
+def label_mapping(trained, target, run_dir: Path | str = "the run") -> Optional[list[int]]:
+    """Column order that maps the trained task's scores to ``target``'s labels (None: the same task).
+
+    Refuses (``RunError``) a target the trained task may not score, or label spaces that differ.
+    """
+    if target.full_name == trained.full_name:
+        return None
+    scored_with = list((target.diagnostic or {}).get("scored_with") or [])
+    if trained.full_name not in scored_with:
+        if scored_with:
+            raise RunError(f"run {run_dir} was trained on {trained.full_name}; task {target.full_name} is scored with "
+                           f"a run of {' or '.join(scored_with)}")
+        raise RunError(f"run {run_dir} was trained on {trained.full_name}; it can only score {trained.full_name} or a "
+                       f"diagnostic set that lists it, not {target.full_name}")
+    if trained.head != "classification" or target.head != "classification":
+        raise RunError(f"{target.full_name} from {trained.full_name}: label mapping needs two classification tasks")
+    if sorted(trained.label_names) != sorted(target.label_names):
+        raise RunError(f"{target.full_name} labels {target.label_names} differ from {trained.full_name} labels "
+                       f"{trained.label_names}; cannot map by name")
+    return [trained.label_names.index(name) for name in target.label_names]
+
+
+def target_spec(loaded: LoadedRun, task: Optional[str]):
+    from aotp.tasks.spec import load_spec
+
+    return loaded.spec if not task or task == loaded.spec.full_name else load_spec(task)
+
+
+def data_root(loaded: LoadedRun, override: Optional[str]) -> Optional[Path]:
+    root = override if override is not None else (loaded.config.get("data") or {}).get("root")
+    if root and not Path(root).is_dir():
+        from aotp.tasks.loading import DataFileError
+
+        raise DataFileError(f"data.root={root} is not a directory (expected the official layout: glue/<TASK>/..., "
+                            f"super_glue/<Task>/...)")
+    return Path(root) if root else None
+
+
+def split_scores(loaded: LoadedRun, spec, split: str, root: Optional[Path], *, labelled: bool, limit: Optional[int],
+                 mapping: Optional[list[int]], batch_size: int):
+    """(SplitData, scores in ``spec``'s label order) for one split of ``spec``."""
+    from aotp.tasks.data import load_split
+    from aotp.trainer.loop import predict_scores
+
+    data_cfg = loaded.config.get("data") or {}
+    cache = (loaded.config.get("paths") or {}).get("cache") if data_cfg.get("cache", True) else None
+    split_data = load_split(spec, split, loaded.tokenizer, root, labelled=labelled, limit=limit,
+                            seed=int(data_cfg.get("subset_seed", 0)),
+                            max_length=int(data_cfg.get("max_length") or spec.max_length),
+                            uses_token_type_ids=loaded.uses_token_type_ids, cache_dir=Path(cache) if cache else None)
+    scores = predict_scores(loaded.model, split_data, loaded.collator, batch_size, loaded.device)
+    if mapping is not None:
+        scores = scores[:, mapping]
+    return split_data, scores
+
+
+def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_override: Optional[str] = None,
+                 output: Optional[Path | str] = None, device: str = "auto", batch_size: Optional[int] = None,
+                 loaded: Optional[LoadedRun] = None) -> dict[str, Any]:
+    """Score ``task`` (default: the run's own task) on its labelled eval split(s); returns the summary."""
+    from aotp.metrics import compute_metrics, main_metric_value
+    from aotp.results.record import write_json_atomic
+    from aotp.tasks.formatting import FORMATTERS
+
+    loaded = loaded or load_run(run_dir, device)
+    spec = target_spec(loaded, task)
+    mapping = label_mapping(loaded.spec, spec, loaded.run_dir)
+    root = data_root(loaded, data_root_override)
+    own_task = mapping is None
+    limit = (loaded.config.get("data") or {}).get("max_eval_samples") if own_task else None
+    batch = int(batch_size or (loaded.config.get("trainer") or {}).get("eval_batch_size") or 128)
+    out_dir = Path(output) if output else loaded.run_dir / "evaluations"
+    stem = f"{spec.benchmark}-{spec.name}"
+    formatter = FORMATTERS.get(spec.formatter)
+    metrics: dict[str, float] = {}
+    sizes, prediction_files = {}, {}
+    for split in spec.eval_splits:
+        split_data, scores = split_scores(loaded, spec, split, root, labelled=True, limit=limit, mapping=mapping,
+                                          batch_size=batch)
+        formatted = formatter.predictions(spec, split_data.examples, scores)
+        values = compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
+                                 groups=formatted.get("groups"))
+        prefix = f"{split}/" if len(spec.eval_splits) > 1 else ""
+        metrics.update({prefix + k: float(v) for k, v in values.items()})
+        sizes[split] = len(formatted["predictions"])
+        path = out_dir / f"{stem}.{split}.jsonl"
+        write_prediction_lines(path, formatted)
+        prediction_files[split] = str(path)
+    metrics["main"] = float(main_metric_value(metrics, spec.main_metric))
+    summary = {"task": spec.full_name, "task_version": spec.version, "run_dir": str(loaded.run_dir),
+               "run_id": loaded.record.get("run_id"), "trained_task": loaded.spec.full_name,
+               "label_mapping": None if mapping is None else
+               {name: loaded.spec.label_names[column] for name, column in zip(spec.label_names, mapping)},
+               "metrics": metrics, "data": sizes, "data_root": str(root) if root else None,
+               "predictions": prediction_files, "summary_file": str(out_dir / f"{stem}.json")}
+    write_json_atomic(out_dir / f"{stem}.json", summary)
+    return summary
+
+
+def write_prediction_lines(path: Path, formatted: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "w") as handle:
+        for i, prediction in enumerate(formatted["predictions"]):
+            handle.write(json.dumps({"idx": _plain(formatted["ids"][i]), "prediction": _plain(prediction),
+                                     "label": _plain(formatted["references"][i])}) + "\n")
+    os.replace(temporary, path)
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def parse_args(argv: list[str], required: tuple[str, ...] = ("run",), usage: str = USAGE,
+               allowed: tuple[str, ...] = ARGUMENTS) -> dict[str, str]:
+    """``key=value`` arguments (Hydra-style) -> dict; unknown keys and missing ``run=`` are refused."""
+    args: dict[str, str] = {}
+    for token in argv:
+        if token in ("-h", "--help"):
+            raise SystemExit(usage)
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise RunError(f"argument {token!r} is not key=value. {usage}")
+        if key not in allowed:
+            raise RunError(f"unknown argument {key!r}; valid: {', '.join(allowed)}. {usage}")
+        args[key] = value
+    missing = [key for key in required if not args.get(key)]
+    if missing:
+        raise RunError(f"missing {', '.join(f'{k}=' for k in missing)}. {usage}")
+    return args
+
+
+def cli(action, argv: Optional[list[str]] = None, usage: str = USAGE) -> int:
+    """Run ``action(args)``; expected errors print one line and exit 2, as ``aotp.run`` does."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from aotp.registry import UnknownChoiceError
+    from aotp.tasks.loading import DataFileError
+
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv, usage=usage)
+        action(args)
+    except (RunError, DataFileError, UnknownChoiceError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _evaluate_action(args: dict[str, str]) -> None:
+    summary = evaluate_run(args["run"], task=args.get("task"), data_root_override=args.get("data.root"),
+                           output=args.get("output"), device=args.get("device", "auto"),
+                           batch_size=int(args["batch_size"]) if args.get("batch_size") else None)
+    mapping = f" (labels mapped from {summary['trained_task']})" if summary["label_mapping"] else ""
+    print(f"{summary['task']} scored with run {summary['run_dir']}{mapping}: main={summary['metrics']['main']:.4f} "
+          f"(" + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items() if k != "main") + ")")
+    print(f"Scored {summary['data']}; summary: {summary['summary_file']}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return cli(_evaluate_action, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Constant-prediction baselines of a task's eval split(s), from their label distributions.
+
+    python -m aotp.tasks.baselines task=glue/rte [task=...] data.root=../shared/data
+
+For every label k, the "always predict k" scores (one-hot in column k; for multiple choice, always
+choice k; for ReCoRD, every candidate scores the same, so each query answers with its first entity)
+go through the task's own formatter and metrics, exactly as a model's scores would. A regression
+task's constant prediction has an undefined correlation, scored 0 (the metrics' convention). The
+majority-class baseline is the constant with the best main metric, which is what a trained model
+must beat (MRPC: always "equivalent", F1 0.81 / accuracy 0.68).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from aotp.metrics import compute_metrics, main_metric_higher_is_better, main_metric_value
+from aotp.tasks.formatting import FORMATTERS
+from aotp.tasks.loading import load_raw_records
+from aotp.tasks.spec import TaskSpec, load_spec
+
+
+def constant_scores(spec: TaskSpec, examples: list[dict[str, Any]], k: int) -> np.ndarray:
+    n = len(examples)
+    if spec.head == "regression":
+        return np.full(n, float(k))
+    width = len(examples[0]["choices"]) if spec.head == "multiple_choice" else spec.num_labels
+    scores = np.zeros((n, width))
+    scores[:, k] = 1.0
+    return scores
+
+
+def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[dict[str, list]] = None) -> dict[str, Any]:
+    """``{"constants": {label: metrics}, "best": label, "best_metrics": metrics}`` over the eval split(s).
+
+    ``splits`` (split -> formatted examples) skips loading; otherwise the eval splits are read from ``root``.
+    """
+    formatter = FORMATTERS.get(spec.formatter)
+    if splits is None:
+        splits = {s: formatter.format(spec, load_raw_records(spec, s, root), True) for s in spec.eval_splits}
+    if spec.head == "regression":
+        labels = [0]
+        names = ["constant"]
+    elif spec.head == "multiple_choice":
+        labels = list(range(len(next(iter(splits.values()))[0]["choices"])))
+        names = [f"choice {k}" for k in labels]
+    else:
+        labels = list(range(spec.num_labels))
+        names = list(spec.label_names)
+    constants = {}
+    for k, name in zip(labels, names):
+        metrics: dict[str, float] = {}
+        for split, examples in splits.items():
+            formatted = formatter.predictions(spec, examples, constant_scores(spec, examples, k))
+            values = compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
+                                     groups=formatted.get("groups"))
+            prefix = f"{split}/" if len(splits) > 1 else ""
+            metrics.update({prefix + m: float(v) for m, v in values.items()})
+        metrics["main"] = main_metric_value(metrics, spec.main_metric)
+        constants[name] = metrics
+    higher = main_metric_higher_is_better(spec.main_metric)
+    best = (max if higher else min)(constants, key=lambda name: constants[name]["main"])
+    return {"task": spec.full_name, "constants": constants, "best": best, "best_metrics": constants[best],
+            "sizes": {split: len(examples) for split, examples in splits.items()}}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    tasks = [a.split("=", 1)[1] for a in args if a.startswith("task=")]
+    roots = [a.split("=", 1)[1] for a in args if a.startswith("data.root=")]
+    if not tasks or len(roots) > 1 or len(tasks) + len(roots) != len(args):
+        print("usage: python -m aotp.tasks.baselines task=<benchmark>/<task> [task=...] [data.root=DIR]", file=sys.stderr)
+        return 2
+    root = Path(roots[0]) if roots else None
+    for task in tasks:
+        result = constant_baselines(load_spec(task), root)
+        best = result["best_metrics"]
+        print(f"{task} {result['sizes']}: majority/constant baseline = always {result['best']!r}: main={best['main']:.4f} ("
+              + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k != "main") + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
