@@ -34,6 +34,10 @@ test-gpu: $(STAMP)  ## run the GPU tests (needs CUDA)
 demo: $(STAMP)  ## offline showcase: MiniLM on the shipped SST-2 sample
 	$(PY) -m aotp.demo
 
+.PHONY: bench
+bench: $(STAMP)  ## inference benchmark, the committed run (minilm, CPU, 1 thread, ~15 min; first waits up to 40 min for a 1-min load average < 2.5): make bench [BENCH_ARGS="--threads 2 ..."]
+	$(PY) scripts/bench_inference.py --wait-quiet 2.5 --max-wait 2400 $(BENCH_ARGS)
+
 clean:  ## remove caches and demo outputs (keeps .venv and results/runs)
 	rm -rf .cache outputs multirun results/demo
 

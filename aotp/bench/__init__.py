@@ -1,5 +1,6 @@
-"""Benchmarks: inference overhead of AoT P-Tuning, multi-task inference, training-step cost."""
+"""Inference benchmark: every registered method vs the frozen backbone, multi-task serving, the AoT
+bias lookup alone (see :mod:`aotp.bench.inference`); report tables and plots (:mod:`aotp.bench.report`)."""
 
-from aotp.bench.inference import BenchConfig, run_benchmarks
+from aotp.bench.inference import BenchConfig, run_benchmarks, summary
 
-__all__ = ["BenchConfig", "run_benchmarks"]
+__all__ = ["BenchConfig", "run_benchmarks", "summary"]

@@ -1,20 +1,31 @@
-"""Inference-latency and training-step benchmarks of AoT P-Tuning against the frozen backbone.
+"""Inference benchmark: every registered method against the frozen backbone, and multi-task serving.
 
-Built for a shared, noisy machine (DESIGN.md, "Benchmarks on a shared machine"):
+Sections (each a list of records, see :func:`run_benchmarks`):
 
-* every variant is timed in the same process, *interleaved* round by round (the order rotates every
-  round), and the overhead is the median over rounds of the paired ratio ``t_variant / t_backbone``
-  of the same round, so a slow minute slows both sides of a ratio;
-* the added work is also timed alone: the bias lookup (one gather of all L layers' rows) plus the
-  L additions, without the encoder, so a 2% overhead is not lost in 20% noise;
-* threads, dtype, batch, sequence length, load average and versions are recorded with each figure.
+* ``single_task`` -- for every (batch size, sequence length) of the grid: the frozen backbone (the
+  floor) and each method variant of :mod:`aotp.bench.variants`, interleaved round by round
+  (:func:`aotp.bench.timing.interleaved`); the overhead of a variant is the median over rounds of
+  its time divided by the mean of the backbone calls right before and after it.
+* ``bias_lookup`` -- the work AoT adds, alone (no encoder), timed ``lookup_repeats`` times after
+  every round and divided by that round's backbone time: the biases of the batch (per-layer table
+  gathers, or the on-the-fly rows) plus the L additions to (N, T, d) hidden states, as the hooks do
+  it; and, for comparison, the dense form the hooks used before (one (N, T, L, d) gather
+  ``table[input_ids]`` + L strided adds).
+* ``multi_task`` -- at one batch shape: T_max tasks per method on one backbone
+  (:mod:`aotp.bench.multitask`); a batch whose rows cycle through T tasks (row r -> task r mod T)
+  served in one forward (``mixed``) and as T per-task batches (``per_task``), and a batch of one
+  task (``single``, tasks = 1); ratios against the backbone and against the method's own
+  single-task batch, paired per round.
+* ``train_step`` (optional) -- forward + backward + AdamW step of ``aot_fc`` vs ``full_ft``.
 
-Variants (``method`` / ``variant``): ``backbone`` / ``frozen`` (TaskModel, same head, no AoT);
-``aot_fc`` / ``materialized`` (fp32 table, memory-mapped) and ``on_the_fly`` (FC evaluated on the
-batch's unique tokens); ``aot_fc`` / ``multitask`` (three task packs, a mixed batch); bias-lookup
-micro-benchmarks; and a training step (forward + backward + AdamW) of ``aot_fc`` vs ``full_ft``.
-Inputs are uniformly random token ids (CLS ... SEP, no padding), which maximises the number of unique
-tokens per batch (the worst case for ``on_the_fly``); the count is recorded.
+Outputs are checked, not just produced: one untimed call per variant (under the memory profiler)
+must return finite logits of the expected shape that differ from the backbone's (the method's
+parameters were moved off their zero init); every timed call's result is checked for shape and
+finiteness outside the timed region; a mixed batch must equal the same rows served per task, and
+its encoder states must differ from serving every row as task 0 (the routing is real).
+
+Inputs are uniformly random token ids (CLS ... SEP, no padding), the worst case for
+``on_the_fly`` (most tokens unique; the count is recorded).
 """
 
 from __future__ import annotations
@@ -24,8 +35,10 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,117 +47,52 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from aotp.methods import METHODS
-from aotp.models import TaskModel, build_backbone
+from aotp.bench import timing
+from aotp.bench.multitask import MIXING, AoTServer, Server, build_servers
+from aotp.bench.variants import DEFAULT_VARIANTS, Variant, backbone_variant, base_model, build_variant
+from aotp.models import build_backbone
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_MULTITASK = ("aot_fc/materialized", "lora/unmerged", "lora/merged", "adapter_houlsby/adapters",
+                     "adapter_pfeiffer/adapters", "ptuning_v2/prefix16")
+SCHEMA_VERSION = 2
+BENCHED_CODE = ("aotp/bench", "aotp/methods", "aotp/inference", "aotp/models")  # uncommitted changes here are recorded
 
 
 @dataclass
 class BenchConfig:
     model: str = "minilm"
+    model_config: dict = field(default_factory=dict)  # the model group dict; default: minilm from its package
     device: str = "cpu"
     threads: int = 1
-    batch_size: int = 32
-    seq_len: int = 128
-    rounds: int = 12            # timed rounds per inference variant (after warmup)
-    warmup: int = 2
-    lookup_repeats: int = 50    # timed calls of the bias lookup alone
-    train_rounds: int = 5       # timed training steps per method (0 disables the training benchmark)
-    train_batch_size: Optional[int] = None  # default: batch_size
-    num_tasks: int = 3          # task packs for the multi-task variant (0 disables it)
+    dtype: str = "fp32"                       # model (and AoT table) dtype: fp32 | bf16 | fp16
+    batch_sizes: tuple = (8, 32)
+    seq_lens: tuple = (64, 128)
+    variants: tuple = DEFAULT_VARIANTS        # "method/variant" (see aotp.bench.variants)
+    rounds: int = 6                           # timed rounds per grid point (after warm-up)
+    warmup: int = 1
+    baseline_every: int = 4                   # a backbone call after every k variants in a round
+    lookup_repeats: int = 10                  # bias-lookup calls timed after every round
+    headline: tuple = (32, 128)               # (batch, seq) of the focused headline comparison
+    headline_variants: tuple = ("full_ft/same_as_backbone", "aot_fc/materialized")
+    headline_rounds: int = 15                 # rounds of the headline comparison (0 disables it)
+    tasks: tuple = (1, 4, 16)                 # tasks mixed in one batch (multi-task section; () disables it)
+    multitask_variants: tuple = DEFAULT_MULTITASK
+    multitask_batch_size: int = 32
+    multitask_seq_len: int = 128
+    multitask_rounds: Optional[int] = None    # default: rounds
+    memory: bool = True                       # activation-peak pass (profiler on CPU) per variant
+    train_rounds: int = 0                     # training-step benchmark (aot_fc vs full_ft); 0 disables
+    num_labels: int = 2
+    scale: float = 0.02                       # std of the perturbation of the methods' parameters
     seed: int = 0
     out_dir: str = "results/bench"
-    model_config: dict = field(default_factory=dict)  # overrides the model group (e.g. a tiny model for tests)
+    tag: Optional[str] = None                 # file stem; default <model>_<device>_<dtype>
+    command: Optional[str] = None             # recorded as given (the CLI fills it in)
+    quiet: dict = field(default_factory=dict)  # what timing.wait_for_quiet found (the CLI fills it in)
 
 
-# -- measurement helpers -----------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class PeakMemory:
-    """Peak memory during a block: CUDA allocator peak on GPU; on Linux CPU the process's peak RSS
-    (VmHWM) after resetting it via /proc/self/clear_refs, else the process high-water mark."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.kind = "cuda_max_memory_allocated" if device.type == "cuda" else "process_peak_rss"
-        self.peak = 0
-        self.before = 0
-        self.delta = 0  # peak minus the memory in use when the block started: what the block itself added
-
-    @staticmethod
-    def _status(field: str) -> Optional[int]:
-        try:
-            match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
-            return int(match.group(1)) * 1024 if match else None
-        except OSError:
-            return None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.before = int(torch.cuda.memory_allocated(self.device))
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                self.kind = "process_max_rss_since_start"
-            self.before = self._status("VmRSS") or 0
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak = int(torch.cuda.max_memory_allocated(self.device))
-        else:
-            hwm = self._status("VmHWM")
-            if hwm is None:
-                import resource
-                hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            self.peak = int(hwm)
-        self.delta = max(0, self.peak - self.before)
-
-
-def _time_call(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int, device: torch.device,
-                baseline: str) -> dict[str, dict[str, Any]]:
-    """Time every variant once per round, rotating the order; paired ratios against ``baseline``."""
-    names = list(variants)
-    times = {name: [] for name in names}
-    peaks = {name: 0 for name in names}
-    deltas = {name: 0 for name in names}
-    for round_index in range(warmup + rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            with PeakMemory(device) as memory:
-                seconds = _time_call(variants[name], device)
-            if round_index >= warmup:
-                times[name].append(seconds)
-                peaks[name] = max(peaks[name], memory.peak)
-                deltas[name] = max(deltas[name], memory.delta)
-    results = {}
-    for name in names:
-        ratios = [t / b for t, b in zip(times[name], times[baseline])]
-        results[name] = {"times": times[name], "peak": peaks[name], "peak_delta": deltas[name], "peak_kind": memory.kind,
-                         "ratio_median": statistics.median(ratios), "ratio_p10": _percentile(ratios, 0.1),
-                         "ratio_p90": _percentile(ratios, 0.9)}
-    return results
-
-
+# -- environment ------------------------------------------------------------------------------------
 def environment(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
     import transformers
 
@@ -154,199 +102,523 @@ def environment(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
         cpu = match.group(1).strip() if match else cpu
     except OSError:
         pass
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        sha = None
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--", *BENCHED_CODE)
     env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-           "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "git_sha": sha, "dtype": "fp32", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+           "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+           "git_sha": git("rev-parse", "HEAD"),
+           "dirty_paths": [line[3:] for line in status.splitlines()] if status else [],
+           "dtype": cfg.dtype, "device": str(device),
+           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": timing.load_average()}
+    try:
+        import adapters
+        env["adapters"] = adapters.__version__
+    except ImportError:
+        pass
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        env["loadavg_start"] = os.getloadavg()
-    except OSError:
-        pass
+        env["cuda"] = torch.version.cuda
     return env
 
 
-# -- models --------------------------------------------------------------------------------------
-def _perturb(model: TaskModel, generator: torch.Generator, scale: float = 0.02) -> None:
-    """Non-zero AoT weights (a trained model's table is not zero; the cost is the same either way)."""
-    with torch.no_grad():
-        for parameter in model.aot.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator).to(parameter.device) * scale)
-
-
-def _inputs(tokenizer, vocab_size: int, batch: int, length: int, generator: torch.Generator, device):
+# -- inputs and checks ----------------------------------------------------------------------------------
+def make_inputs(tokenizer, vocab_size: int, batch: int, length: int, seed: int, device) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
     low = min(1000, vocab_size // 2)  # skip special / unused ids at the start of BERT-style vocabularies
     ids = torch.randint(low, vocab_size, (batch, length), generator=generator)
-    ids[:, 0] = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else ids[:, 0]
-    ids[:, -1] = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else ids[:, -1]
+    if tokenizer is not None and tokenizer.cls_token_id is not None:
+        ids[:, 0] = tokenizer.cls_token_id
+    if tokenizer is not None and tokenizer.sep_token_id is not None:
+        ids[:, -1] = tokenizer.sep_token_id
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "token_type_ids": torch.zeros_like(ids).to(device)}
 
 
-def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], Path]:
-    from aotp.inference import MultiTaskModel, TaskPack
+class OutputCheck:
+    """Checks every timed call's result (shape, finite) outside the timed region."""
 
-    torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model_cfg = cfg.model_config or {"name": cfg.model, "source": "package" if cfg.model == "minilm" else "hub"}
-    if not cfg.model_config and cfg.model != "minilm":
-        raise ValueError("pass model_config (the model group dict) for models other than minilm")
-    backbone = build_backbone(model_cfg)
-    env = environment(cfg, device)
-    base = TaskModel(backbone, "classification", 2, seed=cfg.seed).to(device).eval()
-    vocab_size = base.backbone.get_input_embeddings().num_embeddings
-    inputs = _inputs(backbone.tokenizer, vocab_size, cfg.batch_size, cfg.seq_len, generator, device)
-    unique_tokens = int(torch.unique(inputs["input_ids"]).numel())
-    common = {"model": model_cfg.get("name", cfg.model), "device": str(device), "threads": cfg.threads,
-              "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "dtype": "fp32", "unique_tokens": unique_tokens}
-    records: list[dict[str, Any]] = []
-    tmp = tempfile.TemporaryDirectory(prefix="aotp-bench-")
+    def __init__(self, shapes: dict[str, tuple]):
+        self.shapes = shapes
+        self.calls = {name: 0 for name in shapes}
 
-    def make_aot(name: str, mode: str, subdir: str, seed: int) -> TaskModel:
-        torch.manual_seed(seed)
-        model = copy.deepcopy(base)
-        method = METHODS.get(name)(inference_mode=mode)
-        method.apply(model)
-        _perturb(model, generator)
-        model.eval()
-        facts = method.prepare_for_inference(model, Path(tmp.name) / subdir)
-        log(f"  prepared {name}/{mode}: {json.dumps({k: v for k, v in facts.items() if k != 'pack_dir'})}")
-        return model
+    def __call__(self, name: str, result: Any) -> None:
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != self.shapes[name]:
+            got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+            raise RuntimeError(f"benchmark variant {name}: output {got}, expected {self.shapes[name]}")
+        if not bool(torch.isfinite(result).all()):
+            raise RuntimeError(f"benchmark variant {name}: non-finite outputs")
+        self.calls[name] += 1
 
-    log(f"[bench] {common['model']} on {device}, {cfg.threads} thread(s), batch {cfg.batch_size} x {cfg.seq_len}, "
-        f"{unique_tokens} unique tokens; load average {env.get('loadavg_start')}")
-    materialized = make_aot("aot_fc", "materialized", "fc_materialized", cfg.seed + 1)
-    on_the_fly = make_aot("aot_fc", "on_the_fly", "fc_on_the_fly", cfg.seed + 1)
 
-    variants: dict[str, Callable[[], Any]] = {}
-    meta: dict[str, dict[str, Any]] = {}
+# Output checks: "equal" = the same rows served two ways (mixed vs per task) agree within EQUAL_TOL;
+# "differs" = a method's logits differ from the backbone's by more than DIFFER_TOL (exactly 0 is what a
+# method that changes nothing gives; in fp16/bf16 any difference counts).
+EQUAL_TOL = {"fp32": 1e-3, "bf16": 1e-1, "fp16": 1e-1}
+DIFFER_TOL = {"fp32": 1e-5, "bf16": 0.0, "fp16": 0.0}
 
-    def add(key, fn, method, variant, tasks=1, **extra):
-        variants[key] = fn
-        meta[key] = {"method": method, "variant": variant, "tasks": tasks, **extra}
+
+def _first_call(fn: Callable[[], Any], device: torch.device, memory: bool) -> tuple[Any, Optional[int], str]:
+    if not memory:
+        with torch.no_grad():
+            return fn(), None, ""
+    box = {}
+
+    def run():
+        box["out"] = fn()
 
     with torch.no_grad():
-        add("backbone", lambda: base(**inputs), "backbone", "frozen")
-        add("materialized", lambda: materialized(**inputs), "aot_fc", "materialized", table_dtype="fp32")
-        add("on_the_fly", lambda: on_the_fly(**inputs), "aot_fc", "on_the_fly")
-        if cfg.num_tasks > 0:
-            packs = [TaskPack("task0", materialized.aot.table, materialized.head)]
-            for index in range(1, cfg.num_tasks):
-                other = make_aot("aot_fc", "materialized", f"task{index}", cfg.seed + 1 + index)
-                packs.append(TaskPack(f"task{index}", other.aot.table, other.head))
-            multi = MultiTaskModel(build_backbone(model_cfg).model.to(device), packs)
-            row_tasks = torch.arange(cfg.batch_size, device=device) % cfg.num_tasks  # round-robin mixed batch
+        peak, kind = timing.activation_peak(run, device)
+    return box["out"], peak, kind
 
-            def multitask_forward():
-                states = multi.encode(inputs["input_ids"], inputs["attention_mask"], row_tasks, inputs["token_type_ids"])
-                for task in range(cfg.num_tasks):
-                    multi.heads[task](states[row_tasks == task])
-            add("multitask", multitask_forward, "aot_fc", "multitask", tasks=cfg.num_tasks, table_dtype="fp32")
 
-        log(f"[bench] inference: {cfg.rounds} interleaved rounds (+{cfg.warmup} warmup) of {', '.join(variants)}")
-        results = interleaved(variants, cfg.rounds, cfg.warmup, device, baseline="backbone")
-        backbone_median = statistics.median(results["backbone"]["times"])
-        for key, result in results.items():
-            times = result["times"]
-            records.append({**common, **meta[key], "kind": "inference",
-                            "latency_ms_median": 1e3 * statistics.median(times),
-                            "latency_ms_p90": 1e3 * _percentile(times, 0.9),
-                            "throughput_examples_per_s": cfg.batch_size / statistics.median(times),
-                            "peak_memory_bytes": result["peak"], "peak_memory_added_bytes": result["peak_delta"],
-                            "peak_memory_kind": result["peak_kind"],
-                            "ratio_to_backbone_median": result["ratio_median"],
-                            "ratio_to_backbone_p10": result["ratio_p10"], "ratio_to_backbone_p90": result["ratio_p90"],
-                            "rounds": cfg.rounds})
+# -- the sections ------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, cfg: BenchConfig, log: Callable[[str], None]):
+        self.cfg, self.log = cfg, log
+        if cfg.dtype not in DTYPES:
+            raise ValueError(f"dtype {cfg.dtype!r}: valid choices {', '.join(DTYPES)}")
+        torch.set_num_threads(cfg.threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # already set (only possible before any parallel work)
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda but torch.cuda.is_available() is False")
+        self.dtype = DTYPES[cfg.dtype]
+        self.env = environment(cfg, self.device)
+        self.env["quiet_check"] = cfg.quiet or None
+        model_cfg = cfg.model_config or {"name": cfg.model, "source": "package" if cfg.model == "minilm" else "hub"}
+        if not cfg.model_config and cfg.model != "minilm":
+            raise ValueError("pass model_config (the model group dict) for models other than minilm")
+        self.model_name = model_cfg.get("name", cfg.model)
+        self.backbone = build_backbone(model_cfg)
+        self.base = base_model(self.backbone, cfg.num_labels, cfg.seed)  # the fp32 CPU template of every variant
+        self.running_base = self.place(copy.deepcopy(self.base))        # the backbone variant itself
+        self.vocab_size = self.base.backbone.get_input_embeddings().num_embeddings
+        self.tmp = tempfile.TemporaryDirectory(prefix="aotp-bench-")
+        self.work = Path(self.tmp.name)
+        self.records: list[dict[str, Any]] = []
+        self.common = {"model": self.model_name, "device": str(self.device), "threads": cfg.threads, "dtype": cfg.dtype}
 
-        # The added work alone: the gather of all layers' rows + L additions (no encoder).
-        hidden = torch.randn(cfg.batch_size, cfg.seq_len, base.hidden_size, generator=generator).to(device)
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move a (CPU, fp32-built) module to the device, and cast it when the run's dtype is not fp32
+        (an fp32 run leaves an fp16/bf16 AoT table as stored, memory-mapped on CPU)."""
+        if self.dtype == torch.float32:
+            return module.to(device=self.device)
+        return module.to(device=self.device, dtype=self.dtype)
 
-        def lookup_and_add(aot):
-            def run():
-                bias = aot.lookup(inputs["input_ids"])
-                for layer in range(aot.num_layers):
-                    hidden + bias[:, :, layer]
-            return run
+    def inputs(self, batch: int, length: int, salt: int = 0) -> dict[str, torch.Tensor]:
+        return make_inputs(self.backbone.tokenizer, self.vocab_size, batch, length,
+                           self.cfg.seed + 7 * batch + 13 * length + salt, self.device)
 
-        for variant, model in (("bias_lookup_materialized", materialized), ("bias_lookup_on_the_fly", on_the_fly)):
-            fn = lookup_and_add(model.aot)
-            for _ in range(cfg.warmup):
-                fn()
-            with PeakMemory(device) as memory:
-                times = [_time_call(fn, device) for _ in range(cfg.lookup_repeats)]
-            median = statistics.median(times)
-            records.append({**common, "method": "aot_fc", "variant": variant, "tasks": 1, "kind": "bias_lookup",
-                            "latency_ms_median": 1e3 * median, "latency_ms_p90": 1e3 * _percentile(times, 0.9),
-                            "throughput_examples_per_s": cfg.batch_size / median,
-                            "peak_memory_bytes": memory.peak, "peak_memory_added_bytes": memory.delta,
-                            "peak_memory_kind": memory.kind,
-                            "share_of_backbone_median": median / backbone_median, "rounds": cfg.lookup_repeats})
-    del materialized, on_the_fly, variants
-    if cfg.num_tasks > 0:
-        multi.hooks.detach()
-        del multi
+    def variant_options(self, spec: str) -> dict[str, Any]:
+        if spec.split("/")[0].startswith("aot") and spec.endswith("/materialized") and self.cfg.dtype != "fp32":
+            return {"table_dtype": self.cfg.dtype}  # a low-precision model gets its table in its dtype
+        return {}
 
-    if cfg.train_rounds > 0:
-        train_batch = cfg.train_batch_size or cfg.batch_size
-        train_inputs = {k: v[:train_batch] for k, v in inputs.items()}
-        labels = torch.randint(0, 2, (train_batch,), generator=generator).to(device)
-        steps = {}
+    def record(self, **fields) -> dict[str, Any]:
+        record = {**self.common, **fields, "loadavg": timing.load_average()}
+        self.records.append(record)
+        return record
+
+    # -- single task -----------------------------------------------------------------------------
+    def single_task(self) -> list[Variant]:
+        cfg = self.cfg
+        variants = [backbone_variant(self.running_base)]
+        for index, spec in enumerate(cfg.variants):
+            self.log(f"  building {spec}")
+            variant = build_variant(spec, self.base, self.work / "single", cfg.seed + 1 + index, cfg.scale,
+                                    self.variant_options(spec))
+            self.place(variant.model)  # built in fp32 on the CPU, then moved
+            if spec.startswith("aot"):
+                table = variant.model.aot.table
+                variant.facts["table_dtype_in_memory"] = str(table.dtype).replace("torch.", "") if table is not None else None
+            variants.append(variant)
+        if cfg.headline_rounds > 0:
+            chosen = [v for v in variants if v.method == "backbone" or v.key in cfg.headline_variants]
+            missing = set(cfg.headline_variants) - {v.key for v in chosen}
+            if missing:
+                raise ValueError(f"headline variants {sorted(missing)} are not among the variants")
+            self.single_task_point(chosen, *cfg.headline, rounds=cfg.headline_rounds, kind="headline")
+        for batch in cfg.batch_sizes:
+            for length in cfg.seq_lens:
+                self.single_task_point(variants, batch, length)
+        return variants
+
+    def single_task_point(self, variants: list[Variant], batch: int, length: int, rounds: Optional[int] = None,
+                          kind: str = "single_task") -> None:
+        cfg = self.cfg
+        rounds = rounds or cfg.rounds
+        inputs = self.inputs(batch, length)
+        unique = int(torch.unique(inputs["input_ids"]).numel())
+        self.log(f"[bench] {kind.replace('_', ' ')}, batch {batch} x {length} ({unique} unique tokens): "
+                 f"{rounds} rounds (+{cfg.warmup} warm-up) of {len(variants)} variants; load {timing.load_average()}")
+        calls, checks = {}, {}
+        reference = None
+        hidden = torch.randn(batch, length, self.base.hidden_size, generator=torch.Generator().manual_seed(1)).to(
+            self.device, self.dtype)
+        for variant in variants:
+            fn = (lambda v=variant: v.forward(inputs))
+            out, peak, peak_kind = _first_call(fn, self.device, cfg.memory)
+            if reference is None:
+                reference = out
+            checks[variant.key] = self.check_output(variant.key, out, (batch, cfg.num_labels), reference,
+                                                    must_differ=variant.method != "backbone")
+            checks[variant.key].update(activation_peak_bytes=peak, activation_peak_kind=peak_kind)
+            calls[variant.key] = fn
+        check = OutputCheck({key: (batch, cfg.num_labels) for key in calls})
+        lookups = LookupTimer(self.lookup_functions(variants, inputs, hidden), cfg, self.device)
+        with torch.no_grad():
+            results = timing.interleaved(calls, rounds, cfg.warmup, self.device, "backbone/frozen",
+                                         cfg.baseline_every, check, lookups.between)
+        for variant in variants:
+            result = results[variant.key]
+            checks[variant.key]["calls_checked"] = check.calls[variant.key]
+            weights = timing.resident_bytes(variant.model)
+            peak = checks[variant.key].get("activation_peak_bytes")
+            self.record(kind=kind, method=variant.method, variant=variant.variant, tasks=1,
+                        batch_size=batch, seq_len=length, unique_tokens=unique, **result.summary(batch),
+                        **timing.ratio_summary(result, "overhead_vs_backbone"),
+                        weights_bytes=weights, activation_peak_bytes=peak,
+                        peak_memory_bytes=weights + peak if peak is not None else None,
+                        peak_memory_kind=f"weights (distinct parameter/buffer storages, AoT table included) + "
+                                         f"{checks[variant.key].get('activation_peak_kind') or 'not measured'}",
+                        outputs_checked=checks[variant.key], rounds=rounds, note=variant.note,
+                        facts=_jsonable(variant.facts))
+        for fields in lookups.summaries(batch):
+            self.record(kind="bias_lookup", batch_size=batch, seq_len=length, rounds=rounds, section=kind, **fields)
+
+    def lookup_functions(self, variants: list[Variant], inputs, hidden) -> dict[str, tuple]:
+        """name -> (fn, method, variant, tasks, note): the work AoT adds, without the encoder."""
+        ids = inputs["input_ids"]
+        out = {}
+        for variant in variants:
+            if not variant.method.startswith("aot"):
+                continue
+            aot = variant.model.aot
+
+            def per_layer(aot=aot):  # exactly the hooks' work: provider, then one add per layer
+                return aot.hooks.run_without_encoder(ids, hidden)
+
+            mode = "materialized" if aot.materialized else "on_the_fly"
+            out[variant.key] = (per_layer, variant.method, variant.variant, 1, LOOKUP_NOTES[mode])
+            if aot.materialized and variant.method == "aot_fc" and variant.variant == "materialized":
+                def dense(aot=aot):
+                    bias = aot.lookup(ids)
+                    for layer in range(aot.num_layers):
+                        out = hidden + bias[:, :, layer].to(hidden.dtype)
+                    return out
+                out["aot_fc/materialized_dense_gather"] = (dense, "aot_fc", "materialized_dense_gather", 1,
+                                                           LOOKUP_NOTES["materialized_dense_gather"])
+        return out
+
+    def check_output(self, name: str, out: torch.Tensor, shape: tuple, reference: torch.Tensor,
+                     must_differ: bool) -> dict[str, Any]:
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+            raise RuntimeError(f"{name}: output {getattr(out, 'shape', type(out))}, expected {shape}")
+        finite = bool(torch.isfinite(out).all())
+        diff = float((out.float() - reference.float()).abs().max())
+        differs = diff > DIFFER_TOL[self.cfg.dtype]
+        if not finite:
+            raise RuntimeError(f"{name}: non-finite outputs")
+        if must_differ and not differs:
+            raise RuntimeError(f"{name}: outputs equal the backbone's (max |diff| {diff:.2e}): the method's parameters "
+                               "did not change the model, so it would not be measured")
+        return {"shape": list(out.shape), "finite": finite, "max_abs_diff_vs_backbone": diff,
+                "differs_from_backbone": differs}
+
+    # -- multi task ------------------------------------------------------------------------------
+    def multi_task(self) -> None:
+        cfg = self.cfg
+        counts = sorted(set(int(t) for t in cfg.tasks))
+        if not counts:
+            return
+        batch, length = cfg.multitask_batch_size, cfg.multitask_seq_len
+        if max(counts) > batch:
+            raise ValueError(f"tasks {max(counts)} > multitask batch size {batch}: some tasks would have no rows")
+        t_max = max(counts)
+        self.log(f"[bench] multi-task: building {len(cfg.multitask_variants)} servers with {t_max} tasks each")
+        servers = build_servers(list(cfg.multitask_variants), self.base, t_max, self.work, cfg.seed + 500, cfg.scale,
+                                log=self.log)
+        for server in servers:
+            for module in _server_modules(server):
+                self.place(module)
+        inputs = self.inputs(batch, length, salt=1)
+        base = self.running_base
+        calls: dict[str, Callable[[], Any]] = {"backbone/frozen": lambda: base(**inputs)}
+        meta: dict[str, dict[str, Any]] = {"backbone/frozen": {"method": "backbone", "variant": "frozen", "tasks": 1,
+                                                               "serving": "single", "server": None}}
+        for server in servers:
+            key = f"{server.method}/{server.variant}"
+            calls[f"{key}/single"] = lambda s=server: s.single(inputs, 0)
+            meta[f"{key}/single"] = {"method": server.method, "variant": server.variant, "tasks": 1, "serving": "single",
+                                     "server": server}
+            for count in counts:
+                if count == 1:
+                    continue
+                row_tasks = torch.arange(batch, device=self.device) % count
+                groups = [(t, (row_tasks == t).nonzero().squeeze(1)) for t in range(count)]
+                subs = [{k: v.index_select(0, rows) for k, v in inputs.items()} for _, rows in groups]
+                if server.can_mix:
+                    calls[f"{key}/mixed/{count}"] = lambda s=server, rt=row_tasks: s.mixed(inputs, rt)
+                    meta[f"{key}/mixed/{count}"] = {"method": server.method, "variant": server.variant, "tasks": count,
+                                                    "serving": "mixed", "server": server, "row_tasks": row_tasks,
+                                                    "groups": groups, "subs": subs}
+
+                def per_task(s=server, groups=groups, subs=subs):
+                    out = None
+                    for (task, rows), sub in zip(groups, subs):
+                        logits = s.single(sub, task)
+                        if out is None:
+                            out = logits.new_empty(batch, logits.shape[-1])
+                        out.index_copy_(0, rows, logits)
+                    return out
+                calls[f"{key}/per_task/{count}"] = per_task
+                meta[f"{key}/per_task/{count}"] = {"method": server.method, "variant": server.variant, "tasks": count,
+                                                   "serving": "per_task", "server": server, "row_tasks": row_tasks,
+                                                   "groups": groups, "subs": subs}
+        self.log(f"[bench] multi-task, batch {batch} x {length}, tasks {counts}: {cfg.multitask_rounds or cfg.rounds} "
+                 f"rounds (+{cfg.warmup} warm-up) of {len(calls)} variants; load {timing.load_average()}")
+        checks = {}
+        outputs = {}
+        for name, fn in calls.items():
+            out, peak, peak_kind = _first_call(fn, self.device, cfg.memory)
+            outputs[name] = out
+            checks[name] = self.check_output(name, out, (batch, cfg.num_labels), outputs["backbone/frozen"],
+                                             must_differ=name != "backbone/frozen")
+            checks[name].update(activation_peak_bytes=peak, activation_peak_kind=peak_kind)
+        for name, info in meta.items():  # mixed == the same rows served per task; routing is real
+            if info["serving"] == "mixed":
+                key = name.replace("/mixed/", "/per_task/")
+                checks[name].update(self.check_mixed(info, outputs[name], outputs[key], inputs))
+        check = OutputCheck({name: (batch, cfg.num_labels) for name in calls})
+        hidden = torch.randn(batch, length, self.base.hidden_size, generator=torch.Generator().manual_seed(1)).to(
+            self.device, self.dtype)
+        lookup_fns = {}
+        for server in servers:
+            if isinstance(server, AoTServer):
+                for count in counts:
+                    row_tasks = torch.arange(batch, device=self.device) % count
+                    lookup_fns[f"{server.method}/{count}"] = (
+                        lambda s=server, rt=row_tasks: s.lookup_alone(inputs["input_ids"], rt, hidden),
+                        server.method, f"{server.variant}_mixed" if count > 1 else server.variant, count,
+                        LOOKUP_NOTES["mixed" if count > 1 else "materialized"])
+        lookups = LookupTimer(lookup_fns, cfg, self.device)
+        with torch.no_grad():
+            results = timing.interleaved(calls, cfg.multitask_rounds or cfg.rounds, cfg.warmup, self.device,
+                                         "backbone/frozen", cfg.baseline_every, check, lookups.between)
+        for fields in lookups.summaries(batch):
+            self.record(kind="bias_lookup", batch_size=batch, seq_len=length, rounds=cfg.multitask_rounds or cfg.rounds,
+                        section="multi_task", **fields)
+        for name, info in meta.items():
+            result = results[name]
+            checks[name]["calls_checked"] = check.calls[name]
+            server: Optional[Server] = info["server"]
+            weights = timing.resident_bytes(server.weights(info["tasks"]) if server else base)
+            peak = checks[name].get("activation_peak_bytes")
+            extra: dict[str, Any] = {}
+            if server is not None:
+                single = results[name.rsplit("/", 2)[0] + "/single"] if info["serving"] != "single" else result
+                ratios = [s.wall / r.wall for s, r in zip(result.samples, single.samples)]
+                extra = {"vs_single_task": statistics.median(ratios),
+                         "throughput_vs_single_task": statistics.median([1 / x for x in ratios]),
+                         "mixing": MIXING.get(f"{server.method}/{server.variant}", MIXING.get(server.method, "")),
+                         "tasks_loaded": len(server.heads)}
+                cpu = [s.cpu / r.cpu for s, r in zip(result.samples, single.samples) if s.cpu and r.cpu]
+                if cpu:
+                    extra["vs_single_task_cpu"] = statistics.median(cpu)
+            self.record(kind="multi_task", method=info["method"], variant=info["variant"], tasks=info["tasks"],
+                        serving=info["serving"], batch_size=batch, seq_len=length, **result.summary(batch),
+                        **timing.ratio_summary(result, "overhead_vs_backbone"), **extra,
+                        weights_bytes=weights, activation_peak_bytes=peak,
+                        peak_memory_bytes=weights + peak if peak is not None else None,
+                        outputs_checked=checks[name], rounds=cfg.multitask_rounds or cfg.rounds)
+        for method in ("full_ft", "bitfit"):
+            self.record(kind="multi_task", method=method, variant="-", tasks=max(counts), serving="not_timed",
+                        batch_size=batch, seq_len=length, mixing=MIXING[method], outputs_checked=None)
+
+    def check_mixed(self, info, mixed: torch.Tensor, per_task: torch.Tensor, inputs) -> dict[str, Any]:
+        """Mixed logits == per-task logits; encoder states of rows of other tasks != task 0's."""
+        server: Server = info["server"]
+        diff = float((mixed.float() - per_task.float()).abs().max())
+        with torch.no_grad():
+            states = server.encode_mixed(inputs, info["row_tasks"])
+            as_task0 = server.encode_single(inputs, 0)
+        other = info["row_tasks"] != 0
+        routed = float((states.float() - as_task0.float())[other].abs().max()) if bool(other.any()) else 0.0
+        same = float((states.float() - as_task0.float())[~other].abs().max())
+        if diff > EQUAL_TOL[self.cfg.dtype]:
+            raise RuntimeError(f"{server.method}/{server.variant}: mixed batch differs from per-task serving by {diff:.2e}")
+        if routed <= max(DIFFER_TOL[self.cfg.dtype], 10 * same):
+            raise RuntimeError(f"{server.method}/{server.variant}: rows of tasks 1.. got task 0's adaptation (routing ignored): "
+                               f"their states moved by {routed:.2e}, task-0 rows by {same:.2e}")
+        return {"max_abs_diff_vs_per_task": diff, "matches_per_task": True,
+                "encoder_states_max_abs_diff_other_tasks_vs_task0": routed,
+                "encoder_states_max_abs_diff_task0_rows_vs_task0": same}
+
+    # -- training step ---------------------------------------------------------------------------
+    def train_step(self) -> None:
+        cfg = self.cfg
+        if cfg.train_rounds <= 0:
+            return
+        from aotp.methods import METHODS
+
+        batch, length = max(cfg.batch_sizes), max(cfg.seq_lens)
+        inputs = self.inputs(batch, length, salt=2)
+        labels = torch.randint(0, cfg.num_labels, (batch,), generator=torch.Generator().manual_seed(3)).to(self.device)
+        steps, models = {}, {}
         for name in ("full_ft", "aot_fc"):
             torch.manual_seed(cfg.seed)
-            model = copy.deepcopy(base)
+            model = copy.deepcopy(self.base).float()
             METHODS.get(name)().apply(model)
-            model.train()
+            model.to(self.device).train()
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
             def step(model=model, optimizer=optimizer):
                 optimizer.zero_grad(set_to_none=True)
-                model.loss(model(**train_inputs), labels).backward()
+                loss = model.loss(model(**inputs), labels)
+                loss.backward()
                 optimizer.step()
-            steps[name] = step
-        log(f"[bench] training step: {cfg.train_rounds} interleaved rounds (+1 warmup) of full_ft, aot_fc, "
-            f"batch {train_batch} x {cfg.seq_len}")
-        results = interleaved(steps, cfg.train_rounds, 1, device, baseline="full_ft")
+                return loss.detach().reshape(1)
+            steps[name], models[name] = step, model
+        self.log(f"[bench] training step: {cfg.train_rounds} rounds of full_ft, aot_fc at batch {batch} x {length}")
+        check = OutputCheck({name: (1,) for name in steps})
+        results = timing.interleaved(steps, cfg.train_rounds, 1, self.device, "full_ft", 1, check)
         for name, result in results.items():
-            times = result["times"]
-            records.append({**common, "batch_size": train_batch, "method": name, "variant": "train_step", "tasks": 1,
-                            "kind": "train_step", "latency_ms_median": 1e3 * statistics.median(times),
-                            "latency_ms_p90": 1e3 * _percentile(times, 0.9),
-                            "throughput_examples_per_s": train_batch / statistics.median(times),
-                            "peak_memory_bytes": result["peak"], "peak_memory_added_bytes": result["peak_delta"],
-                            "peak_memory_kind": result["peak_kind"],
-                            "ratio_to_full_ft_median": result["ratio_median"],
-                            "ratio_to_full_ft_p10": result["ratio_p10"], "ratio_to_full_ft_p90": result["ratio_p90"],
-                            "rounds": cfg.train_rounds})
-    tmp.cleanup()
-    try:
-        env["loadavg_end"] = os.getloadavg()
-    except OSError:
-        pass
-    env["config"] = asdict(cfg)
-    for record in records:
-        record["env"] = env
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"inference_{common['model']}_{device.type}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
-    path.write_text(json.dumps(records, indent=2))
-    return records, path
+            self.record(kind="train_step", method=name, variant="train_step", tasks=1, batch_size=batch, seq_len=length,
+                        dtype_note="fp32 training", **result.summary(batch),
+                        **timing.ratio_summary(result, "ratio_vs_full_ft"),
+                        outputs_checked={"calls_checked": check.calls[name], "finite_loss": True}, rounds=cfg.train_rounds)
+
+    def finish(self) -> tuple[list[dict[str, Any]], Path]:
+        cfg = self.cfg
+        self.env["loadavg_end"] = timing.load_average()
+        self.env["config"] = _jsonable(asdict(cfg))
+        self.env["command"] = cfg.command
+        for record in self.records:
+            record["env"] = self.env
+        out_dir = Path(cfg.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tag = cfg.tag or f"{self.model_name}_{self.device.type}_{cfg.dtype}"
+        path = out_dir / f"{tag}.json"
+        payload = {"schema_version": SCHEMA_VERSION, "env": self.env, "records": self.records}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(_jsonable(payload), indent=1))
+        tmp.replace(path)
+        self.tmp.cleanup()
+        return self.records, path
+
+
+class LookupTimer:
+    """Times each lookup function ``lookup_repeats`` times after every timed round and pairs the
+    round's median with that round's mean backbone time."""
+
+    def __init__(self, functions: dict[str, tuple], cfg: BenchConfig, device: torch.device):
+        self.functions, self.cfg, self.device = functions, cfg, device
+        self.times: dict[str, list[list[float]]] = {name: [] for name in functions}
+        self.backbone: list[float] = []
+
+    def between(self, round_index: int, samples) -> None:
+        if round_index < self.cfg.warmup or not self.functions:
+            return
+        self.backbone.append(statistics.mean(s.wall for name, s in samples if name == "backbone/frozen"))
+        with torch.no_grad():
+            for name, (fn, *_) in self.functions.items():
+                fn()  # warm
+                self.times[name].append([timing.time_call(fn, self.device)[0].wall for _ in range(self.cfg.lookup_repeats)])
+
+    def summaries(self, batch: int) -> list[dict[str, Any]]:
+        out = []
+        for name, per_round in self.times.items():
+            if not per_round:
+                continue
+            _, method, variant, tasks, note = self.functions[name]
+            flat = [t for times in per_round for t in times]
+            shares = [statistics.median(times) / base for times, base in zip(per_round, self.backbone)]
+            out.append({"method": method, "variant": variant, "tasks": tasks,
+                        "latency_ms_median": 1e3 * statistics.median(flat), "latency_ms_p90": 1e3 * timing.percentile(flat, 0.9),
+                        "throughput_examples_per_s": batch / statistics.median(flat),
+                        "share_of_backbone": statistics.median(shares), "share_of_backbone_p90": timing.percentile(shares, 0.9),
+                        "timed_calls": len(flat), "note": note})
+        return out
+
+
+LOOKUP_NOTES = {
+    "materialized": "as the hooks do it: per layer, gather the batch's rows from table[:, l] + add to (N,T,d) hidden",
+    "materialized_dense_gather": "previous form: one gather table[input_ids] -> (N,T,L,d), then L strided adds",
+    "on_the_fly": "reparametrization on the batch's unique tokens (all L), then per-layer gather + add",
+    "mixed": "multi-task: each task's rows of every layer gathered from its own table into one (N,T,d) slice + add",
+}
+
+
+def _server_modules(server: Server) -> list[torch.nn.Module]:
+    modules = list(server.heads)
+    for attribute in ("model",):
+        if hasattr(server, attribute):
+            modules.append(getattr(server, attribute))
+    modules += list(getattr(server, "models", []))
+    return modules
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value).replace("torch.", "")
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], Path]:
+    """Run every section; write ``<out_dir>/<tag>.json`` (``{"schema_version", "env", "records"}``)."""
+    bench = Bench(cfg, log)
+    log(f"[bench] {bench.model_name} on {bench.device}, {cfg.threads} thread(s), {cfg.dtype}; "
+        f"load average {bench.env['loadavg_start']}")
+    bench.single_task()
+    bench.multi_task()
+    bench.train_step()
+    return bench.finish()
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
 
 
 def summary(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'kind':<12} {'method':<9} {'variant':<25} {'tasks':>5} {'median ms':>10} {'p90 ms':>9} {'ex/s':>8} "
-             f"{'ratio':>7} {'peak MB':>8} {'+MB':>6}"]
+    """A plain-text table for the console."""
+    lines = [f"{'kind':<11} {'method':<16} {'variant':<26} {'T':>2} {'batch':>5} {'seq':>4} {'ms med':>9} {'ms p90':>9} "
+             f"{'ex/s':>8} {'vs bb':>6} {'vs bb cpu':>9} {'vs 1task':>8}"]
     for r in records:
-        ratio = r.get("ratio_to_backbone_median", r.get("ratio_to_full_ft_median", r.get("share_of_backbone_median")))
-        lines.append(f"{r['kind']:<12} {r['method']:<9} {r['variant']:<25} {r['tasks']:>5} {r['latency_ms_median']:>10.2f} "
-                     f"{r['latency_ms_p90']:>9.2f} {r['throughput_examples_per_s']:>8.1f} "
-                     f"{'' if ratio is None else f'{ratio:.4f}':>7} {r['peak_memory_bytes'] / 2**20:>8.0f} "
-                     f"{r.get('peak_memory_added_bytes', 0) / 2**20:>6.0f}")
-    lines.append("ratio: inference = median of paired t/t_backbone; bias_lookup = median/backbone median; "
-                 "train_step = median of paired t/t_full_ft; peak MB = process peak (RSS on CPU) during a call, "
-                 "+MB = that peak minus the memory in use before the call")
+        if r.get("latency_ms_median") is None:
+            lines.append(f"{r['kind']:<11} {r['method']:<16} {'(' + r.get('mixing', '')[:70] + ')'}")
+            continue
+        ratio = r.get("overhead_vs_backbone", r.get("share_of_backbone", r.get("ratio_vs_full_ft")))
+        cpu = r.get("overhead_vs_backbone_cpu", r.get("overhead_vs_backbone_gpu"))
+        variant = r["variant"] + (f"/{r['serving']}" if r.get("serving") else "")
+        lines.append(f"{r['kind']:<11} {r['method']:<16} {variant:<26} {r['tasks']:>2} {r['batch_size']:>5} "
+                     f"{r['seq_len']:>4} {r['latency_ms_median']:>9.2f} {r['latency_ms_p90']:>9.2f} "
+                     f"{r['throughput_examples_per_s']:>8.1f} {_fmt(ratio):>6} {_fmt(cpu):>9} "
+                     f"{_fmt(r.get('throughput_vs_single_task')):>8}")
+    lines.append("vs bb: median over rounds of t / t(backbone calls right before and after) (wall clock); "
+                 "bias_lookup rows: lookup time / backbone time; vs bb cpu: the same with process CPU time; "
+                 "vs 1task: throughput / the method's single-task throughput, paired per round")
     return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.3f}"

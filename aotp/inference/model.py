@@ -1,9 +1,10 @@
 """Multi-task inference: one frozen backbone, several AoT task packs, mixed batches.
 
-Every example of a batch names its task. The bias rows of an example come from its task's table
-(one gather per task, all layers at once, before the encoder), and its logits from its task's head;
-the backbone runs once for the whole mixed batch. Because AoT P-Tuning changes nothing but the
-per-token input bias of each layer, the result per example equals that of the single-task model.
+Every example of a batch names its task. The bias rows of an example come from its task's source
+(its table, or its on-the-fly rows, prepared before the encoder; each layer then gathers its slice
+of every task's rows), and its logits from its task's head; the backbone runs once for the whole
+mixed batch. Because AoT P-Tuning changes nothing but the per-token input bias of each layer, the
+result per example equals that of the single-task model.
 
 Constructors:
 
@@ -17,6 +18,7 @@ Constructors:
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from aotp.methods.aot import pack as packs
-from aotp.methods.aot.injector import BiasHooks
+from aotp.methods.aot.injector import BiasHooks, MixedBiases
 from aotp.methods.aot.method import aot_method_names, backbone_shapes, build_aot_method
 from aotp.methods.aot.module import AoTBias
 from aotp.methods.aot.table_io import load_tensor_mmap
@@ -143,30 +145,57 @@ class MultiTaskModel(nn.Module):
         return cls(backbone, tasks).to(device)
 
     # -- forward -------------------------------------------------------------------------------
-    def _bias_for_rows(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _bias_for_rows(self, input_ids: torch.Tensor) -> MixedBiases:
+        """Row r's biases come from task ``row_tasks[r]``'s source. Each task's source prepares its
+        rows before the encoder (a table view, or the on-the-fly rows of its unique tokens); each
+        layer then gathers every task's rows into one (N, T, d) buffer (see
+        :class:`~aotp.methods.aot.injector.MixedBiases`): straight into the task's slice when the
+        rows are grouped by task, as :meth:`encode` arranges."""
         row_tasks = self._row_tasks
         if row_tasks is None or row_tasks.shape[0] != input_ids.shape[0]:
             raise RuntimeError("call MultiTaskModel.encode / predict_logits, not the backbone directly: "
                                "every row needs its task")
-        dtype = self.backbone.get_input_embeddings().weight.dtype
-        bias = torch.empty(*input_ids.shape, self.num_layers, self.hidden_size, dtype=dtype, device=input_ids.device)
-        for task in torch.unique(row_tasks).tolist():
-            rows = (row_tasks == task).nonzero().squeeze(1)
-            bias[rows] = self.sources[task].lookup(input_ids[rows]).to(dtype)
-        return bias
+        tasks, counts = torch.unique_consecutive(row_tasks, return_counts=True)
+        tasks, counts = tasks.tolist(), counts.tolist()
+        if len(tasks) == 1:  # a single-task batch: no row indexing at all
+            parts = [(None, self.sources[tasks[0]].biases(input_ids))]
+        elif len(set(tasks)) == len(tasks):  # grouped by task: contiguous slices
+            parts, start = [], 0
+            for task, count in zip(tasks, counts):
+                rows = slice(start, start + count)
+                parts.append((rows, self.sources[task].biases(input_ids[rows])))
+                start += count
+        else:
+            parts = []
+            for task in sorted(set(tasks)):
+                rows = (row_tasks == task).nonzero().squeeze(1)
+                parts.append((rows, self.sources[task].biases(input_ids[rows])))
+        dtype = functools.reduce(torch.promote_types, [biases.dtype for _, biases in parts])
+        return MixedBiases(parts, input_ids.shape, self.num_layers, self.hidden_size, dtype, input_ids.device)
 
     @torch.no_grad()
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, row_tasks: torch.Tensor,
                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """First-token final states (R, d) of rows (R, T); row r uses task ``row_tasks[r]``'s biases."""
+        """First-token final states (R, d) of rows (R, T); row r uses task ``row_tasks[r]``'s biases.
+
+        Rows are run grouped by task (a stable sort of the batch when its tasks are interleaved; the
+        states are put back in the given order), so each task's bias rows are gathered straight into
+        their slice of the layer buffer. Every row's result is the same either way."""
+        row_tasks = row_tasks.to(input_ids.device)
+        order = None
+        if row_tasks.numel() > 1 and bool((row_tasks[1:] < row_tasks[:-1]).any()):
+            order = torch.argsort(row_tasks, stable=True)
+            input_ids, attention_mask, row_tasks = input_ids[order], attention_mask[order], row_tasks[order]
+            token_type_ids = None if token_type_ids is None else token_type_ids[order]
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.uses_token_type_ids:
             kwargs["token_type_ids"] = token_type_ids
-        self._row_tasks = row_tasks.to(input_ids.device)
+        self._row_tasks = row_tasks
         try:
-            return self.backbone(**kwargs).last_hidden_state[:, 0]
+            states = self.backbone(**kwargs).last_hidden_state[:, 0]
         finally:
             self._row_tasks = None
+        return states if order is None else torch.empty_like(states).index_copy_(0, order, states)
 
     def task_index(self, name: str) -> int:
         try:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import torch
 from torch import nn
 
-from aotp.methods.aot.injector import BiasHooks
+from aotp.methods.aot.injector import BiasHooks, LayerBiases, RowBiases, TableBiases
 
 
 class AoTBias(nn.Module):
     """Per-token, per-layer biases P (|V| x L x d), either reparametrized or materialised.
 
-    * reparametrized (training, and ``inference_mode: on_the_fly``): :meth:`lookup` computes the rows
-      of the batch's *unique* token ids only (``torch.unique`` + inverse-index gather), never the vocabulary;
-    * materialised: :meth:`lookup` is one gather ``table[input_ids]`` from a (memory-mapped) table.
+    * reparametrized (training, and ``inference_mode: on_the_fly``): the rows of the batch's *unique*
+      token ids only are computed (``torch.unique`` + the reparametrization, all L layers at once),
+      never the vocabulary;
+    * materialised: the table is the precomputed biases; a forward only gathers rows of it.
+
+    :meth:`lookup` returns the dense (N, T, L, d) biases (one gather ``table[input_ids]``, or the
+    unique rows expanded by the inverse index). The hooks use :meth:`biases`, which is the same
+    values but, at inference (no autograd), hands each layer its own gather
+    (:class:`~aotp.methods.aot.injector.TableBiases` / ``RowBiases``) instead of allocating the
+    (N, T, L, d) tensor; see :mod:`aotp.methods.aot.injector` for what is computed ahead of time.
     """
 
     def __init__(self, reparam: Optional[nn.Module], vocab_size: int, num_layers: int, hidden_size: int,
@@ -28,7 +35,7 @@ class AoTBias(nn.Module):
         self.register_buffer("table", None, persistent=False)
         if table is not None:
             self.set_table(table)
-        self.hooks = BiasHooks(self.lookup)
+        self.hooks = BiasHooks(self.biases)
         self.last_rows_computed = 0  # how many rows the last reparametrized lookup computed
 
     @property
@@ -46,13 +53,29 @@ class AoTBias(nn.Module):
         """Biases for every position and layer: (*input_ids.shape, L, d)."""
         if self.table is not None:
             return self.table[input_ids]
+        rows, inverse = self._unique_rows(input_ids)
+        return rows[inverse].view(*input_ids.shape, self.num_layers, self.hidden_size)
+
+    def biases(self, input_ids: torch.Tensor) -> Union[torch.Tensor, LayerBiases]:
+        """What the hooks add: :meth:`lookup`'s values; per-layer gathers when autograd is off."""
+        if self.table is not None:
+            if torch.is_grad_enabled() and self.table.requires_grad:
+                return self.table[input_ids]
+            return TableBiases(self.table, input_ids)
+        if torch.is_grad_enabled():
+            return self.lookup(input_ids)  # training: one differentiable (N, T, L, d) tensor
+        rows, inverse = self._unique_rows(input_ids)
+        return RowBiases(rows, inverse, input_ids.shape)
+
+    def _unique_rows(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows of the unique ids (U, L, d), index of each position's row (N*T,))."""
         flat = input_ids.reshape(-1)
         unique, inverse = torch.unique(flat, sorted=True, return_inverse=True)
         if unique.numel() and (int(unique[0]) < 0 or int(unique[-1]) >= self.vocab_size):
             raise IndexError(f"token id out of range [0, {self.vocab_size}): min {int(unique[0])}, max {int(unique[-1])}")
         rows = self.reparam.rows(unique)  # (U, L, d): only the batch's unique tokens
         self.last_rows_computed = unique.numel()
-        return rows[inverse].view(*input_ids.shape, self.num_layers, self.hidden_size)
+        return rows, inverse
 
     @torch.no_grad()
     def table_chunks(self, chunk_size: int) -> Iterator[torch.Tensor]:

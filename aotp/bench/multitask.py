@@ -1,0 +1,390 @@
+"""Serving several tasks on one backbone: mixed batches vs one batch per task.
+
+A *server* holds ``T_max`` tasks of one method on one backbone and answers two calls:
+
+* ``mixed(inputs, row_tasks)`` -- one forward over a batch whose row r belongs to task
+  ``row_tasks[r]`` (``None`` where the method cannot mix tasks in one batch);
+* ``single(inputs, t)`` -- one forward over a batch of task t only.
+
+Serving "per task" = splitting the mixed batch into its T per-task sub-batches and calling
+``single`` on each. Every task has its own head (a perturbed copy of the benchmark head); row r's
+logits come from its task's head in every server.
+
+How each method routes rows (``MIXING``):
+
+* AoT (``aot_fc``): :class:`aotp.inference.MultiTaskModel` -- per-example task tables (each layer
+  gathers every row's bias from its task's table) and per-task heads; the backbone runs once.
+* LoRA, unmerged: :class:`RoutedLoRALinear` (written for this benchmark) keeps every task's factors
+  stacked, ``A: (T, r, d_in)``, ``B: (T, d_out, r)``, and computes
+  ``W x + b + (alpha/r) B[task(r)] A[task(r)] x`` with the factors gathered per row and two batched
+  matmuls (``torch.bmm``). A single-task batch takes the plain LoRA path (two ``F.linear``).
+* LoRA, merged: cannot mix -- the update lives inside W, so every task needs its own copy of the
+  weights; served as T per-task batches through T merged models.
+* Bottleneck adapters (Houlsby, Pfeiffer) and P-Tuning v2 prefixes: AdapterHub's ``BatchSplit``
+  composition routes contiguous slices of a batch to different adapters (``adapters`` 1.3.0
+  supports it for bottleneck adapters and prefix tuning; its row-routing ``MultiTask`` block exists
+  for LoRA only). The mixed batch is sorted by task (stable), run once with
+  ``BatchSplit(*tasks_present, batch_sizes=counts)`` (inside each layer every adapter runs on its
+  slice; prefix keys/values are per row), and the outputs are put back in the original order.
+* Full fine-tuning and BitFit: cannot mix -- task-specific backbone weights; T per-task batches
+  through T full models, the same computation as LoRA merged (not timed separately).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aotp.bench.variants import build_variant, method_options, perturb_
+from aotp.methods import METHODS
+from aotp.methods.lora import LoRALinear
+from aotp.models import TaskModel
+
+MIXING = {
+    "aot_fc": "mixes: per-example task tables + heads in one backbone pass (MultiTaskModel)",
+    "aot_kron": "mixes: per-example task tables + heads in one backbone pass (MultiTaskModel)",
+    "lora/unmerged": "mixes: per-example LoRA factors (bench RoutedLoRALinear: gathered A, B + bmm)",
+    "lora/merged": "cannot mix tasks in one batch (B A merged into W): served as T per-task batches on T merged copies",
+    "adapter_houlsby": "mixes: AdapterHub BatchSplit (batch sorted by task, contiguous slices per adapter, unsorted)",
+    "adapter_pfeiffer": "mixes: AdapterHub BatchSplit (batch sorted by task, contiguous slices per adapter, unsorted)",
+    "ptuning_v2": "mixes: AdapterHub BatchSplit (per-example prefix keys/values)",
+    "full_ft": "cannot mix tasks in one batch (task-specific backbone weights): served as T per-task batches "
+               "on T full models -- same computation as lora/merged per task (not timed separately)",
+    "bitfit": "cannot mix tasks in one batch (task-specific bias values in the backbone): served as T per-task "
+              "batches on T models -- same computation as lora/merged per task (not timed separately)",
+}
+
+
+def task_heads(base: TaskModel, count: int, seed: int, scale: float) -> list[nn.Module]:
+    """``count`` heads: copies of the benchmark head, each perturbed differently."""
+    heads = []
+    for task in range(count):
+        head = copy.deepcopy(base.head).eval()
+        perturb_(head.parameters(), torch.Generator().manual_seed(seed + 100 + task), scale * 5)
+        head.requires_grad_(False)
+        heads.append(head)
+    return heads
+
+
+def apply_heads(heads: list[nn.Module], states: torch.Tensor, row_tasks: torch.Tensor,
+                groups: Optional[list[tuple[int, torch.Tensor]]] = None) -> torch.Tensor:
+    """Row r's logits from head ``row_tasks[r]`` (one head call per task present)."""
+    if groups is None:
+        groups = [(int(t), (row_tasks == t).nonzero().squeeze(1)) for t in torch.unique(row_tasks).tolist()]
+    if len(groups) == 1:
+        return heads[groups[0][0]](states)
+    out = None
+    for task, rows in groups:
+        logits = heads[task](states.index_select(0, rows))
+        if out is None:
+            out = logits.new_empty(states.shape[0], logits.shape[-1])
+        out.index_copy_(0, rows, logits)
+    return out
+
+
+def _encode(model: TaskModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model.encode(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+
+
+class Server:
+    method: str = ""
+    variant: str = ""
+    mixing: str = ""
+    can_mix: bool = True
+
+    def __init__(self, heads: list[nn.Module]):
+        self.heads = heads
+
+    def encode_mixed(self, inputs: dict[str, torch.Tensor], row_tasks: torch.Tensor) -> Optional[torch.Tensor]:
+        """First-token states (N, d) of a mixed batch, row r adapted for task ``row_tasks[r]``."""
+        raise NotImplementedError
+
+    def encode_single(self, inputs: dict[str, torch.Tensor], task: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mixed(self, inputs: dict[str, torch.Tensor], row_tasks: torch.Tensor) -> Optional[torch.Tensor]:
+        if not self.can_mix:
+            return None
+        return apply_heads(self.heads, self.encode_mixed(inputs, row_tasks), row_tasks)
+
+    def single(self, inputs: dict[str, torch.Tensor], task: int) -> torch.Tensor:
+        return self.heads[task](self.encode_single(inputs, task))
+
+    def weights(self, tasks: int) -> list:
+        """Modules/tensors resident to serve ``tasks`` tasks (for the memory column)."""
+        raise NotImplementedError
+
+
+# -- AoT -------------------------------------------------------------------------------------------
+class AoTServer(Server):
+    mixing = MIXING["aot_fc"]
+
+    def __init__(self, method: str, base: TaskModel, tasks: int, work_dir: Path, seed: int, scale: float,
+                 heads: list[nn.Module], variant: str = "materialized"):
+        from aotp.inference import MultiTaskModel, TaskPack
+
+        super().__init__(heads)
+        self.method, self.variant = method, variant
+        self.mixing = MIXING[method]
+        packs, self.task_facts = [], []
+        for task in range(tasks):
+            built = build_variant(f"{method}/{variant}", base, work_dir / f"{method}_task{task}", seed + task, scale)
+            packs.append(TaskPack(f"task{task}", built.model.aot.table if built.model.aot.materialized else built.model.aot,
+                                  heads[task]))
+            self.task_facts.append(built.facts)
+            built.model.aot.hooks.detach()
+            del built
+        self.model = MultiTaskModel(copy.deepcopy(base.backbone), packs)
+
+    def encode_mixed(self, inputs, row_tasks):
+        return self.model.encode(inputs["input_ids"], inputs["attention_mask"], row_tasks, inputs.get("token_type_ids"))
+
+    def encode_single(self, inputs, task):
+        ids = inputs["input_ids"]
+        row_tasks = torch.full((ids.shape[0],), task, dtype=torch.long, device=ids.device)
+        return self.model.encode(ids, inputs["attention_mask"], row_tasks, inputs.get("token_type_ids"))
+
+    def weights(self, tasks):
+        return [self.model.backbone] + [self.model.sources[t] for t in range(tasks)] + self.heads[:tasks]
+
+    def lookup_alone(self, input_ids: torch.Tensor, row_tasks: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The bias work of one mixed forward without the encoder: rows grouped by task as
+        ``MultiTaskModel.encode`` does, the hooks' provider, L adds."""
+        if row_tasks.numel() > 1 and bool((row_tasks[1:] < row_tasks[:-1]).any()):
+            order = torch.argsort(row_tasks, stable=True)
+            input_ids, row_tasks = input_ids[order], row_tasks[order]
+        self.model._row_tasks = row_tasks
+        try:
+            return self.model.hooks.run_without_encoder(input_ids, hidden)
+        finally:
+            self.model._row_tasks = None
+
+
+# -- LoRA ------------------------------------------------------------------------------------------
+class Router:
+    """Which task(s) the rows of the current forward belong to: ``task`` (one task for the whole
+    batch) or ``row_tasks`` (N,)."""
+
+    def __init__(self):
+        self.task: Optional[int] = None
+        self.row_tasks: Optional[torch.Tensor] = None
+
+
+class RoutedLoRALinear(nn.Module):
+    """``W x + b + (alpha/r) B_t A_t x`` with t the task of each row (see the module docstring).
+
+    ``A[role]``: (T, r, d_in), ``B[role]``: (T, d_out_role, r); ``rows[role]``: output rows of a fused
+    QKV projection that the role updates (DeBERTa v1), else None."""
+
+    def __init__(self, base: LoRALinear, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], router: Router):
+        super().__init__()
+        self.weight, self.bias = base.weight, base.bias
+        self.scaling = base.lora_scaling
+        self.router = router
+        self.A = nn.ParameterDict({role: nn.Parameter(a, requires_grad=False) for role, (a, _) in factors.items()})
+        self.B = nn.ParameterDict({role: nn.Parameter(b, requires_grad=False) for role, (_, b) in factors.items()})
+        for role in factors:  # fused-QKV output rows (DeBERTa v1) as buffers, so they follow .to(device)
+            self.register_buffer(f"rows_{role}", getattr(base, f"lora_rows_{role}", None), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        task, row_tasks = self.router.task, self.router.row_tasks
+        for role, a in self.A.items():
+            b = self.B[role]
+            if task is not None:
+                delta = F.linear(F.linear(x, a[task]), b[task]) * self.scaling
+            else:
+                if x.shape[0] != row_tasks.shape[0]:
+                    raise NotImplementedError(
+                        f"per-example LoRA routing needs inputs with one leading row per example ({row_tasks.shape[0]}), "
+                        f"got {tuple(x.shape)}: this backbone also feeds non-example tensors through the adapted "
+                        "projection (DeBERTa-v2/v3 projects its relative-position embeddings with the shared query/key "
+                        "projections), which would need one projection per task")
+                flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (N, S, d_in)
+                hidden = torch.bmm(flat, a.index_select(0, row_tasks).transpose(1, 2))
+                delta = torch.bmm(hidden, b.index_select(0, row_tasks).transpose(1, 2)) * self.scaling
+                delta = delta.view(*x.shape[:-1], b.shape[1])
+            rows = getattr(self, f"rows_{role}")
+            out = out + delta if rows is None else out.index_add(-1, rows, delta)
+        return out
+
+
+def lora_factors(model: TaskModel, tasks: int, seed: int, scale: float) -> dict[str, dict[str, list]]:
+    """Per LoRA module and role, ``tasks`` (A, B) pairs: A ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (loralib's
+    Kaiming-uniform bound), B ~ scale * N(0, 1) (away from its zero init)."""
+    generator = torch.Generator().manual_seed(seed)
+    factors: dict[str, dict[str, list]] = {}
+    for name, module in model.backbone.named_modules():
+        if isinstance(module, LoRALinear):
+            factors[name] = {}
+            for role, a in module.lora_A.items():
+                b = module.lora_B[role]
+                bound = 1.0 / math.sqrt(a.shape[1])
+                pairs = [((torch.rand(a.shape, generator=generator) * 2 - 1) * bound,
+                          torch.randn(b.shape, generator=generator) * scale) for _ in range(tasks)]
+                factors[name][role] = [(x.to(a.dtype), y.to(b.dtype)) for x, y in pairs]
+    return factors
+
+
+def _lora_model(base: TaskModel) -> TaskModel:
+    model = copy.deepcopy(base)
+    METHODS.get("lora")(**method_options("lora")).apply(model)
+    return model.eval()
+
+
+class RoutedLoRAServer(Server):
+    method, variant = "lora", "unmerged"
+    mixing = MIXING["lora/unmerged"]
+
+    def __init__(self, base: TaskModel, tasks: int, seed: int, scale: float, heads: list[nn.Module],
+                 factors: dict[str, dict[str, list]]):
+        super().__init__(heads)
+        self.model = _lora_model(base)
+        self.router = Router()
+        for name, module in list(self.model.backbone.named_modules()):
+            if isinstance(module, LoRALinear):
+                stacked = {role: (torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs]))
+                           for role, pairs in factors[name].items()}
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.model.backbone.get_submodule(parent_name), child, RoutedLoRALinear(module, stacked, self.router))
+        self.model.requires_grad_(False)
+
+    def encode_mixed(self, inputs, row_tasks):
+        self.router.task, self.router.row_tasks = None, row_tasks
+        try:
+            return _encode(self.model, inputs)
+        finally:
+            self.router.row_tasks = None
+
+    def encode_single(self, inputs, task):
+        self.router.task = task
+        try:
+            return _encode(self.model, inputs)
+        finally:
+            self.router.task = None
+
+    def weights(self, tasks):
+        # The stacked factors hold all T_max tasks; count the backbone and the factors of `tasks` tasks.
+        shared = [p for n, p in self.model.named_parameters() if ".A." not in n and ".B." not in n]
+        factors = [p[:tasks] for n, p in self.model.named_parameters() if ".A." in n or ".B." in n]
+        return shared + [f.clone() for f in factors] + self.heads[:tasks]
+
+
+class MergedLoRAServer(Server):
+    """T merged LoRA models (cannot mix)."""
+
+    method, variant = "lora", "merged"
+    mixing = MIXING["lora/merged"]
+    can_mix = False
+
+    def __init__(self, base: TaskModel, tasks: int, heads: list[nn.Module], factors: dict[str, dict[str, list]],
+                 work_dir: Path):
+        super().__init__(heads)
+        self.models = []
+        method = METHODS.get("lora")(**method_options("lora"))
+        for task in range(tasks):
+            model = _lora_model(base)
+            with torch.no_grad():
+                for name, module in model.backbone.named_modules():
+                    if isinstance(module, LoRALinear):
+                        for role in module.lora_A:
+                            a, b = factors[name][role][task]
+                            module.lora_A[role].copy_(a)
+                            module.lora_B[role].copy_(b)
+            method.prepare_for_inference(model, work_dir / f"lora_merged_task{task}")
+            model.requires_grad_(False)
+            self.models.append(model)
+
+    def encode_mixed(self, inputs, row_tasks):
+        return None
+
+    def encode_single(self, inputs, task):
+        return _encode(self.models[task], inputs)
+
+    def weights(self, tasks):
+        return [m.backbone for m in self.models[:tasks]] + self.heads[:tasks]
+
+
+# -- AdapterHub (bottleneck adapters, prefix tuning) --------------------------------------------------
+class AdapterHubServer(Server):
+    def __init__(self, method: str, variant: str, base: TaskModel, tasks: int, seed: int, scale: float,
+                 heads: list[nn.Module], options: Optional[dict[str, Any]] = None):
+        super().__init__(heads)
+        self.method, self.variant = method, variant
+        self.mixing = MIXING[method]
+        opts = {**method_options(method), **(options or {})}
+        method_obj = METHODS.get(method)(**opts)
+        torch.manual_seed(seed)
+        self.model = copy.deepcopy(base)
+        method_obj.apply(self.model)  # adds the adapter named after the method
+        self.names = [method_obj.name] + [f"{method_obj.name}_task{t}" for t in range(1, tasks)]
+        for name in self.names[1:]:
+            self.model.backbone.add_adapter(name, config=method_obj.library_config())
+        marker = ".prefix_tunings." if method == "ptuning_v2" else ".adapters."
+        parameters = [p for n, p in self.model.named_parameters() if marker in n]
+        perturb_(parameters, torch.Generator().manual_seed(seed), scale)
+        method_obj.prepare_for_inference(self.model, None)
+        self.model.eval().requires_grad_(False)
+        self.marker = marker
+
+    def _run(self, setup, inputs):
+        from adapters import AdapterSetup
+
+        with AdapterSetup(setup):
+            return _encode(self.model, inputs)
+
+    def encode_mixed(self, inputs, row_tasks):
+        from adapters import BatchSplit
+
+        order = torch.argsort(row_tasks, stable=True)
+        present, counts = torch.unique_consecutive(row_tasks.index_select(0, order), return_counts=True)
+        setup = BatchSplit(*[self.names[t] for t in present.tolist()], batch_sizes=counts.tolist())
+        states = self._run(setup, {k: v.index_select(0, order) for k, v in inputs.items()})
+        return torch.empty_like(states).index_copy_(0, order, states)
+
+    def encode_single(self, inputs, task):
+        return self._run(self.names[task], inputs)
+
+    def weights(self, tasks):
+        keep = set(self.names[:tasks])
+        shared = [p for n, p in self.model.named_parameters() if self.marker not in n]
+        own = [p for n, p in self.model.named_parameters()
+               if self.marker in n and n.split(self.marker, 1)[1].split(".", 1)[0] in keep]
+        return shared + own + list(self.model.buffers()) + self.heads[:tasks]
+
+
+def build_servers(specs: list[str], base: TaskModel, tasks: int, work_dir: Path, seed: int, scale: float,
+                  log: Callable[[str], None] = print) -> list[Server]:
+    """Servers for ``specs`` (e.g. ``aot_fc/materialized``, ``lora/unmerged``, ``lora/merged``,
+    ``adapter_houlsby/adapters``, ``ptuning_v2/prefix16``), each holding ``tasks`` tasks."""
+    heads = task_heads(base, tasks, seed, scale)
+    factors = None
+    servers: list[Server] = []
+    for index, spec in enumerate(specs):
+        method, _, variant = spec.partition("/")
+        log(f"  multi-task: building {spec} with {tasks} tasks")
+        if method in ("aot_fc", "aot_kron"):
+            servers.append(AoTServer(method, base, tasks, work_dir / "multitask", seed + 1000 * (index + 1), scale, heads,
+                                     variant or "materialized"))
+        elif method == "lora":
+            if factors is None:
+                factors = lora_factors(_lora_model(base), tasks, seed + 17, scale)
+            if variant == "merged":
+                servers.append(MergedLoRAServer(base, tasks, heads, factors, work_dir / "multitask"))
+            else:
+                servers.append(RoutedLoRAServer(base, tasks, seed, scale, heads, factors))
+        elif method in ("adapter_houlsby", "adapter_pfeiffer"):
+            servers.append(AdapterHubServer(method, variant or "adapters", base, tasks, seed + 1000 * (index + 1), scale, heads))
+        elif method == "ptuning_v2":
+            length = int(variant[6:]) if variant.startswith("prefix") and variant[6:].isdigit() else 16
+            servers.append(AdapterHubServer(method, f"prefix{length}", base, tasks, seed + 1000 * (index + 1), scale, heads,
+                                            {"prefix_length": length}))
+        else:
+            raise ValueError(f"no multi-task server for {spec!r}; {method}: {MIXING.get(method, 'unknown')}")
+    return servers
