@@ -74,8 +74,8 @@ class BenchConfig:
     baseline_every: int = 4                   # a backbone call after every k variants in a round
     lookup_repeats: int = 10                  # bias-lookup calls timed after every round
     headline: tuple = (32, 128)               # (batch, seq) of the focused headline comparison
-    headline_variants: tuple = ("full_ft/same_as_backbone", "aot_fc/materialized")
-    headline_rounds: int = 15                 # rounds of the headline comparison (0 disables it)
+    headline_variants: tuple = ("full_ft/same_as_backbone", "aot_fc/materialized", "aot_fc/materialized_previous")
+    headline_rounds: int = 20                 # rounds of the headline comparison (0 disables it)
     tasks: tuple = (1, 4, 16)                 # tasks mixed in one batch (multi-task section; () disables it)
     multitask_variants: tuple = DEFAULT_MULTITASK
     multitask_batch_size: int = 32
@@ -222,7 +222,8 @@ class Bench:
                            self.cfg.seed + 7 * batch + 13 * length + salt, self.device)
 
     def variant_options(self, spec: str) -> dict[str, Any]:
-        if spec.split("/")[0].startswith("aot") and spec.endswith("/materialized") and self.cfg.dtype != "fp32":
+        method, _, variant = spec.partition("/")
+        if method.startswith("aot") and variant in ("materialized", "materialized_previous") and self.cfg.dtype != "fp32":
             return {"table_dtype": self.cfg.dtype}  # a low-precision model gets its table in its dtype
         return {}
 
@@ -246,10 +247,14 @@ class Bench:
             variants.append(variant)
         if cfg.headline_rounds > 0:
             chosen = [v for v in variants if v.method == "backbone" or v.key in cfg.headline_variants]
-            missing = set(cfg.headline_variants) - {v.key for v in chosen}
-            if missing:
-                raise ValueError(f"headline variants {sorted(missing)} are not among the variants")
+            for index, spec in enumerate(s for s in cfg.headline_variants if s not in cfg.variants):
+                self.log(f"  building {spec} (headline only)")
+                extra = build_variant(spec, self.base, self.work / "headline", cfg.seed + 101 + index, cfg.scale,
+                                      self.variant_options(spec))
+                self.place(extra.model)
+                chosen.append(extra)
             self.single_task_point(chosen, *cfg.headline, rounds=cfg.headline_rounds, kind="headline")
+            chosen = None
         for batch in cfg.batch_sizes:
             for length in cfg.seq_lens:
                 self.single_task_point(variants, batch, length)
@@ -299,28 +304,31 @@ class Bench:
             self.record(kind="bias_lookup", batch_size=batch, seq_len=length, rounds=rounds, section=kind, **fields)
 
     def lookup_functions(self, variants: list[Variant], inputs, hidden) -> dict[str, tuple]:
-        """name -> (fn, method, variant, tasks, note): the work AoT adds, without the encoder."""
+        """name -> (fn, method, variant, tasks, note): the work AoT adds, without the encoder
+        (``BiasHooks.run_without_encoder``: the provider, then each layer's bias added to hidden states)."""
         ids = inputs["input_ids"]
-        out = {}
+        functions = {}
+        keys = {v.key for v in variants}
         for variant in variants:
             if not variant.method.startswith("aot"):
                 continue
             aot = variant.model.aot
-
-            def per_layer(aot=aot):  # exactly the hooks' work: provider, then one add per layer
-                return aot.hooks.run_without_encoder(ids, hidden)
-
-            mode = "materialized" if aot.materialized else "on_the_fly"
-            out[variant.key] = (per_layer, variant.method, variant.variant, 1, LOOKUP_NOTES[mode])
-            if aot.materialized and variant.method == "aot_fc" and variant.variant == "materialized":
-                def dense(aot=aot):
-                    bias = aot.lookup(ids)
-                    for layer in range(aot.num_layers):
-                        out = hidden + bias[:, :, layer].to(hidden.dtype)
-                    return out
-                out["aot_fc/materialized_dense_gather"] = (dense, "aot_fc", "materialized_dense_gather", 1,
-                                                           LOOKUP_NOTES["materialized_dense_gather"])
-        return out
+            mode = "previous" if variant.variant == "materialized_previous" else (
+                "materialized" if aot.materialized else "on_the_fly")
+            functions[variant.key] = (lambda aot=aot: aot.hooks.run_without_encoder(ids, hidden),
+                                      variant.method, variant.variant, 1, LOOKUP_NOTES[mode])
+            if variant.key == "aot_fc/materialized" and "aot_fc/materialized_previous" not in keys:
+                def previous(aot=aot):  # the same table through the hooks' previous path
+                    hooks = aot.hooks
+                    saved = hooks.provider, hooks.reuse_buffers
+                    hooks.provider, hooks.reuse_buffers = aot.lookup, False
+                    try:
+                        return hooks.run_without_encoder(ids, hidden)
+                    finally:
+                        hooks.provider, hooks.reuse_buffers = saved
+                functions["aot_fc/materialized_previous"] = (previous, "aot_fc", "materialized_previous", 1,
+                                                             LOOKUP_NOTES["previous"])
+        return functions
 
     def check_output(self, name: str, out: torch.Tensor, shape: tuple, reference: torch.Tensor,
                      must_differ: bool) -> dict[str, Any]:
@@ -554,8 +562,8 @@ class LookupTimer:
 
 
 LOOKUP_NOTES = {
-    "materialized": "as the hooks do it: per layer, gather the batch's rows from table[:, l] + add to (N,T,d) hidden",
-    "materialized_dense_gather": "previous form: one gather table[input_ids] -> (N,T,L,d), then L strided adds",
+    "materialized": "as the hooks do it: per layer, gather the batch's rows of table[:, l] into a buffer + add the hidden states",
+    "previous": "the hooks' previous path: one gather table[input_ids] -> (N,T,L,d), then L out-of-place strided adds",
     "on_the_fly": "reparametrization on the batch's unique tokens (all L), then per-layer gather + add",
     "mixed": "multi-task: each task's rows of every layer gathered from its own table into one (N,T,d) slice + add",
 }

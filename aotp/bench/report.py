@@ -120,8 +120,9 @@ def markdown(data: dict[str, Any], json_name: str, plots: list[str]) -> str:
     headline = [r for r in records if r["kind"] == "headline"]
     if headline:
         lines += [f"## Headline: batch {batch} x {length}, {headline[0]['rounds']} rounds", "",
-                  "The backbone, full fine-tuning (the same computation: the noise floor) and AoT with the materialised "
-                  "table, alone in one interleaved comparison with more rounds than the grid below.", ""]
+                  "The backbone, full fine-tuning (the same computation: the noise floor), AoT with the materialised "
+                  "table, and the same AoT table through the hooks' previous path (`materialized_previous`), alone "
+                  "in one interleaved comparison with more rounds than the grid below.", ""]
         lines += _single_table(headline)
     single = [r for r in records if r["kind"] == "single_task"]
     if single:
@@ -134,9 +135,10 @@ def markdown(data: dict[str, Any], json_name: str, plots: list[str]) -> str:
         lines += ["## AoT bias lookup alone (no encoder)", "",
                   "The work AoT adds to a forward, timed alone after every round and divided by that round's backbone "
                   "time (`share`). `materialized` is what the hooks do now (per layer: gather the batch's rows of "
-                  "`table[:, l]`, add them to the (N, T, d) hidden states); `materialized_dense_gather` is the form "
-                  "they used before (one `table[input_ids]` gather to (N, T, L, d) before the encoder, then L strided "
-                  "adds), kept here for comparison; `*_mixed` is a multi-task batch (each row's rows from its task's table).", "",
+                  "`table[:, l]` into a buffer reused for the whole forward, add the hidden states in place of that "
+                  "buffer); `materialized_previous` is what they did before (one `table[input_ids]` gather to "
+                  "(N, T, L, d) before the encoder, then per layer an out-of-place add of the strided slice), kept for "
+                  "comparison; `*_mixed` is a multi-task batch (each row's rows from its task's table).", "",
                   "| section | method | variant | tasks | batch | seq | median ms | p90 ms | share of backbone | p90 share |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lookups:
@@ -206,7 +208,9 @@ def _multitask_section(records: list[dict[str, Any]]) -> list[str]:
             lines.append(f"| {r['method']} | | {r.get('mixing', '')} | {r['tasks']} | {r.get('serving')} | | | | | | | | | |")
             continue
         cpu = r.get("overhead_vs_backbone_cpu", r.get("overhead_vs_backbone_gpu"))
-        lines.append(f"| {r['method']} | {r['variant']} | {r.get('mixing', '') if r.get('serving') != 'single' else ''} | "
+        how = {"mixed": r.get("mixing", ""), "single": "",
+               "per_task": r.get("mixing", "") if r.get("mixing", "").startswith("cannot") else "T per-task batches"}
+        lines.append(f"| {r['method']} | {r['variant']} | {how.get(r.get('serving'), '')} | "
                      f"{r['tasks']} | {r.get('serving')} | {r['latency_ms_median']:.1f} | {r['latency_ms_p90']:.1f} | "
                      f"{r['throughput_examples_per_s']:.1f} | {_f(r.get('throughput_vs_single_task'))} | "
                      f"{r['overhead_vs_backbone']:.3f} | {_f(cpu)} | {_mb(r.get('weights_bytes'))} | "

@@ -17,6 +17,7 @@ options a run uses), overridden per variant.
 | ptuning_v2 / prefix{p}          | p prefix keys/values per layer (AdapterHub prefix tuning, flat)     |
 | aot_fc, aot_kron / materialized | per-layer gather from the (memory-mapped) table + add               |
 | aot_fc / materialized_bf16      | the same with the table stored in bf16 (cast to the model dtype)    |
+| aot_fc / materialized_previous  | the same table through the hooks as they were before (dense gather) |
 | aot_fc, aot_kron / on_the_fly   | reparametrization on the batch's unique tokens, then gather + add   |
 
 The head is the same for every variant (a copy of the backbone variant's head, whose output layer
@@ -55,6 +56,9 @@ NOTES = {
     "ptuning_v2": "AdapterHub prefix tuning (flat): p extra keys/values per layer",
     "aot/materialized": "table |V| x L x d memory-mapped; per layer a gather of the batch's rows + an add",
     "aot/on_the_fly": "reparametrization on the batch's unique tokens (all L layers), then per-layer gather + add",
+    "aot/previous": "the same table through the hooks as they were before this benchmark's optimisation: one "
+                    "(N,T,L,d) gather table[input_ids] before the encoder, then per layer an out-of-place add of the "
+                    "strided slice (a fresh tensor per layer)",
 }
 
 
@@ -85,12 +89,13 @@ def parse_variant(spec: str) -> tuple[str, str, dict[str, Any], bool]:
             raise ValueError(f"ptuning_v2 variants: prefix<p>, e.g. prefix16 (got {spec!r})")
         overrides["prefix_length"] = int(variant[6:])
     elif method in ("aot_fc", "aot_kron"):
-        mode, _, dtype = variant.partition("_") if variant.startswith("materialized") else (variant, "", "")
-        if mode not in ("materialized", "on_the_fly"):
-            raise ValueError(f"{method} variants: materialized, materialized_<fp16|bf16>, on_the_fly (got {spec!r})")
+        mode, _, suffix = variant.partition("_") if variant.startswith("materialized") else (variant, "", "")
+        if mode not in ("materialized", "on_the_fly") or suffix not in ("", "fp16", "bf16", "previous"):
+            raise ValueError(f"{method} variants: materialized, materialized_<fp16|bf16>, materialized_previous, "
+                             f"on_the_fly (got {spec!r})")
         overrides["inference_mode"] = mode
-        if dtype:
-            overrides["table_dtype"] = dtype
+        if suffix in ("fp16", "bf16"):
+            overrides["table_dtype"] = suffix
     return method, variant, overrides, prepare
 
 
@@ -152,7 +157,11 @@ def build_variant(spec: str, base: TaskModel, work_dir: Path, seed: int, scale: 
     else:
         facts["prepare_for_inference"] = "skipped"
     model.requires_grad_(False)
-    if name.startswith("aot"):
+    if name.startswith("aot") and variant == "materialized_previous":
+        model.aot.hooks.provider = model.aot.lookup  # dense (N, T, L, d) gather
+        model.aot.hooks.reuse_buffers = False         # out-of-place add per layer
+        note = NOTES["aot/previous"]
+    elif name.startswith("aot"):
         note = NOTES[f"aot/{opts['inference_mode']}"]
     else:
         note = NOTES.get(f"{name}/{variant}", NOTES.get(name, ""))

@@ -131,3 +131,19 @@ def test_mixed_rows_grouped_or_interleaved_equal_each_tasks_dense_rows(tmp_path)
             one = multi.encode(ids[r:r + 1], batch["attention_mask"][r:r + 1], torch.tensor([t]),
                                None if batch.get("token_type_ids") is None else batch["token_type_ids"][r:r + 1])
             torch.testing.assert_close(states[r], one[0], atol=1e-5, rtol=0)
+
+
+def test_reused_input_buffer_leaves_recorded_hidden_states_alone(tiny_family, tmp_path):
+    """The fast path hands every layer the same buffer; the hidden states a caller asks for
+    (output_hidden_states) and the final states are those of the allocating path, bit for bit."""
+    model, aot = aot_model(tiny_family)
+    aot.prepare_for_inference(model, tmp_path)
+    batch = {k: v for k, v in tiny_batch(model, TEXTS).items() if k != "token_type_ids" or model.uses_token_type_ids}
+    with torch.no_grad():
+        fast = model.backbone(**batch, output_hidden_states=True)
+        model.aot.hooks.reuse_buffers = False
+        slow = model.backbone(**batch, output_hidden_states=True)
+    assert len(fast.hidden_states) == model.aot.num_layers + 1
+    for a, b in zip(fast.hidden_states, slow.hidden_states):
+        assert torch.equal(a, b)
+    assert torch.equal(fast.last_hidden_state, slow.last_hidden_state)

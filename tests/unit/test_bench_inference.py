@@ -82,8 +82,10 @@ def test_headline_and_bias_lookup_records(bench_run):
     records, _ = bench_run
     headline = {r["method"] for r in records if r["kind"] == "headline"}
     assert headline == {"backbone", "full_ft", "aot_fc"}
+    previous = next(r for r in records if r["kind"] == "headline" and r["variant"] == "materialized_previous")
+    assert previous["outputs_checked"]["differs_from_backbone"] and "as they were before" in previous["note"]
     lookups = {(r["method"], r["variant"], r["tasks"]) for r in records if r["kind"] == "bias_lookup"}
-    assert {("aot_fc", "materialized", 1), ("aot_fc", "materialized_dense_gather", 1), ("aot_fc", "on_the_fly", 1),
+    assert {("aot_fc", "materialized", 1), ("aot_fc", "materialized_previous", 1), ("aot_fc", "on_the_fly", 1),
             ("aot_kron", "on_the_fly", 1), ("aot_fc", "materialized_mixed", 4)} <= lookups
     for record in records:
         if record["kind"] == "bias_lookup":

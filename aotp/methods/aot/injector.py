@@ -175,6 +175,8 @@ class BiasHooks:
         self.provider = provider
         self.bias: Optional[Union[torch.Tensor, LayerBiases]] = None
         self._layer_buffer: Optional[torch.Tensor] = None  # one (N, T, d) buffer per forward, reused by every layer
+        self._sum_buffer: Optional[torch.Tensor] = None    # inference: the biased layer input, reused by every layer
+        self.reuse_buffers = True  # False: allocate every layer's slice and sum (the earlier behaviour; for benchmarks)
         self.handles: list = []
         self.num_layers = 0
         self._backbone = None
@@ -200,7 +202,7 @@ class BiasHooks:
             handle.remove()
         self.handles = []
         self.bias = None
-        self._layer_buffer = None
+        self._layer_buffer = self._sum_buffer = None
         backbone = getattr(self, "_backbone", None)
         if backbone is not None and getattr(backbone, "_aotp_bias_hooks", None) is self:
             del backbone._aotp_bias_hooks
@@ -218,12 +220,12 @@ class BiasHooks:
             raise RuntimeError(f"AoT bias has shape {tuple(bias.shape)}, expected "
                                f"({', '.join(map(str, input_ids.shape))}, {self.num_layers}, d)")
         self.bias = bias
-        self._layer_buffer = None
+        self._layer_buffer = self._sum_buffer = None
         return None
 
     def _release(self, module, args, output):
         self.bias = None
-        self._layer_buffer = None
+        self._layer_buffer = self._sum_buffer = None
         return None
 
     def run_without_encoder(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -234,7 +236,7 @@ class BiasHooks:
         self._compute(None, (), {"input_ids": input_ids})
         try:
             for index in range(self.num_layers):
-                out = add_bias(hidden, self._layer_bias(index))
+                out = self._biased(index, hidden)
         finally:
             self._release(None, (), None)
         return out
@@ -243,6 +245,8 @@ class BiasHooks:
         bias = self.bias
         if not isinstance(bias, LayerBiases):
             return bias[:, :, index]
+        if not self.reuse_buffers:
+            return bias.layer(index)
         # Every layer's rows go into the same buffer: the add below reads it before the next layer
         # overwrites it, and nothing else keeps it. One allocation per forward instead of one per
         # layer (on CPU a fresh multi-MB allocation is paid in page faults).
@@ -250,14 +254,37 @@ class BiasHooks:
             self._layer_buffer = bias.new_layer_buffer()
         return bias.layer(index, out=self._layer_buffer)
 
+    def _biased(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden + bias_l`` (a new tensor, ``hidden`` untouched).
+
+        Inference fast path (autograd off, per-layer biases, contiguous hidden states): the sum is
+        written into one buffer owned by the hooks for the whole forward -- the gather writes the
+        rows into it and ``add_`` adds the hidden states (``b + h == h + b`` bit for bit) -- and that
+        buffer is what layer l receives. Layer l+1's hook overwrites it only after layer l has
+        returned; a layer's output is a new tensor in every supported family (it ends in a layer
+        norm), and that is checked (a layer input that *is* the buffer takes the allocating path).
+        Nothing else keeps layer inputs under ``no_grad`` (``output_hidden_states`` records the
+        un-biased tensors, before this hook runs). No allocation per layer, so no page faults per layer."""
+        bias = self.bias
+        if (self.reuse_buffers and isinstance(bias, LayerBiases) and not torch.is_grad_enabled() and hidden.is_contiguous()
+                and hidden.shape == bias.shape[:-2] + bias.shape[-1:] and hidden.dtype.is_floating_point):
+            buffer = self._sum_buffer
+            if buffer is None or buffer.dtype != hidden.dtype or buffer.device != hidden.device:
+                buffer = self._sum_buffer = torch.empty_like(hidden, memory_format=torch.contiguous_format)
+            if buffer.data_ptr() != hidden.data_ptr():
+                if bias.dtype == hidden.dtype:
+                    return bias.layer(index, out=buffer).add_(hidden)
+                return torch.add(hidden, self._layer_bias(index), out=buffer)
+        return add_bias(hidden, self._layer_bias(index))
+
     def _add(self, index: int, module, args, kwargs):
         bias = self.bias
         if bias is None:
             raise RuntimeError("AoT bias missing: an encoder layer ran outside a call of the backbone itself")
         if "hidden_states" in kwargs:
             kwargs = dict(kwargs)
-            kwargs["hidden_states"] = add_bias(kwargs["hidden_states"], self._layer_bias(index))
+            kwargs["hidden_states"] = self._biased(index, kwargs["hidden_states"])
             return args, kwargs
         if not args:
             raise RuntimeError(f"encoder layer {index} was called without hidden states")
-        return (add_bias(args[0], self._layer_bias(index)),) + tuple(args[1:]), kwargs
+        return (self._biased(index, args[0]),) + tuple(args[1:]), kwargs
