@@ -165,21 +165,24 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)))
     save_tensors(method.trainable_state_dict(model), run_dir / "trainable.safetensors")
 
-    # Inference form (merge / materialise): the logits on dev must not move.
-    check_split = data[spec.eval_splits[0]]
+    # Inference form (merge / materialise): the logits on dev must not move. The scores of the restored
+    # best state were kept from its evaluation (recomputed after a resume or with mixed precision).
+    check_split = spec.eval_splits[0]
     eval_batch = int(cfg.trainer.eval_batch_size)
-    before = predict_scores(model, check_split, trainer.collator, eval_batch, device)
+    before = (trainer.best_scores or {}).get(check_split)
+    if before is None:
+        before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device)
     tick = time.perf_counter()
     inference_facts = method.prepare_for_inference(model, run_dir / "inference") or {}
     prepare_seconds = time.perf_counter() - tick
-    after = predict_scores(model, check_split, trainer.collator, eval_batch, device)
+    tick = time.perf_counter()
+    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device)  # with the inference form
+    final_eval_seconds = time.perf_counter() - tick
+    after = scores[check_split]
     max_diff = float(abs(before - after).max()) if before.size else 0.0
     tolerance = float(inference_facts.pop("logit_tolerance", cfg.trainer.inference_tolerance))
     if max_diff > tolerance:
         raise RuntimeError(f"prepare_for_inference changed dev logits by {max_diff:.3g} > tolerance {tolerance:g}")
-    tick = time.perf_counter()
-    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device)
-    final_eval_seconds = time.perf_counter() - tick
     write_predictions(run_dir, spec, data, scores)
     metrics["best_step"] = state["best_step"]
     record = {

@@ -124,6 +124,7 @@ class Trainer:
         self.eval_every = int(cfg.eval_every) if cfg.get("eval_every") else self.steps_per_epoch
         self.checkpoint_every = int(cfg.get("checkpoint_every") or 0)
         self.checkpoint_dir = self.run_dir / "checkpoint"
+        self.best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process
 
     def epoch_order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -217,14 +218,16 @@ class Trainer:
 
     def _evaluate_and_select(self, state: dict[str, Any], best_state):
         tick = time.perf_counter()
-        metrics, _ = evaluate(self.model, self.data, self.collator, int(self.cfg.eval_batch_size), self.device,
-                              self.cfg.precision)
+        metrics, scores = evaluate(self.model, self.data, self.collator, int(self.cfg.eval_batch_size), self.device,
+                                   self.cfg.precision)
         state["eval_seconds"] += time.perf_counter() - tick
         state["history"].append({"step": state["step"], **metrics})
         self.loggers.log("eval", state["step"], metrics)
         tqdm.write(f"step {state['step']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if main_is_better(self.spec, metrics["main"], state["best_main"]):
             state.update(best_main=metrics["main"], best_step=state["step"], best_metrics=metrics, bad_evals=0)
+            # dev scores of the best state, kept so the runner's inference check needs no extra pass
+            self.best_scores = scores if self.cfg.precision == "fp32" else None
             return {k: v.detach().cpu().clone() for k, v in self.method.trainable_state_dict(self.model).items()}
         state["bad_evals"] += 1
         patience = self.cfg.get("patience")
