@@ -604,7 +604,11 @@ def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = print) -> tupl
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
+    """The command as run (the interpreter relative to the working directory when it lies below it)."""
+    executable = os.path.relpath(sys.executable)
+    if executable.startswith(".."):
+        executable = Path(sys.executable).name
+    return " ".join(shlex.quote(a) for a in [executable] + sys.argv)
 
 
 def summary(records: list[dict[str, Any]]) -> str:
