@@ -83,15 +83,17 @@ def validate(cfg: DictConfig):
 
 def execute(cfg: DictConfig) -> dict[str, Any]:
     """One run. Returns its record (also written to ``<run_dir>/result.json``)."""
-    spec, method = validate(cfg)
     config = to_container(cfg)
     identifier = run_id(config)
     run_dir = Path(cfg.paths.results) / run_dir_name(config, identifier)
     record_path = run_dir / "result.json"
     previous = read_record(record_path)
+    # Checked before validation, which imports torch and the method libraries: a finished run of a
+    # sweep is skipped in about a second.
     if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
         print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); record: {record_path}")
         return previous
+    spec, method = validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
             "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
