@@ -437,14 +437,19 @@ class Bench:
             extra: dict[str, Any] = {}
             if server is not None:
                 single = results[name.rsplit("/", 2)[0] + "/single"] if info["serving"] != "single" else result
-                ratios = [s.wall / r.wall for s, r in zip(result.samples, single.samples)]
+                # Per round: (t / its neighbouring backbone calls) / (t_single / its neighbouring backbone calls),
+                # so load drifting between the two calls of a round (up to a round apart) cancels too.
+                ratios = timing.normalised_ratios(result, single, "wall")
                 extra = {"vs_single_task": statistics.median(ratios),
                          "throughput_vs_single_task": statistics.median([1 / x for x in ratios]),
+                         "vs_single_task_p10": timing.percentile(ratios, 0.1),
+                         "vs_single_task_p90": timing.percentile(ratios, 0.9),
                          "mixing": MIXING.get(f"{server.method}/{server.variant}", MIXING.get(server.method, "")),
                          "tasks_loaded": len(server.heads)}
-                cpu = [s.cpu / r.cpu for s, r in zip(result.samples, single.samples) if s.cpu and r.cpu]
-                if cpu:
-                    extra["vs_single_task_cpu"] = statistics.median(cpu)
+                for kind in ("cpu", "gpu"):
+                    other = timing.normalised_ratios(result, single, kind)
+                    if other:
+                        extra[f"vs_single_task_{kind}"] = statistics.median(other)
             self.record(kind="multi_task", method=info["method"], variant=info["variant"], tasks=info["tasks"],
                         serving=info["serving"], batch_size=batch, seq_len=length, **result.summary(batch),
                         **timing.ratio_summary(result, "overhead_vs_backbone"), **extra,

@@ -90,7 +90,18 @@ class Timings:
             if values:
                 out[f"{kind}_ms_median"] = 1e3 * statistics.median(values)
                 out[f"{kind}_ms_p90"] = 1e3 * percentile(values, 0.9)
+        # The raw per-round samples, so every ratio can be recomputed from the records.
+        out["samples"] = {kind: [round(1e3 * getattr(s, kind), 3) for s in self.samples]
+                          for kind in ("wall", "cpu", "gpu") if self.values(kind)}
+        out["baseline_neighbours"] = {kind: [round(1e3 * getattr(r, kind), 3) for r in self.reference]
+                                      for kind in ("wall", "cpu", "gpu") if self.values(kind)}
         return out
+
+
+def normalised_ratios(a: Timings, b: Timings, kind: str = "wall") -> list[float]:
+    """Per round: (a / a's baseline neighbours) / (b / b's baseline neighbours); rounds aligned."""
+    ra, rb = a.ratios(kind), b.ratios(kind)
+    return [x / y for x, y in zip(ra, rb) if y]
 
 
 def _round_order(names: list[str], baseline: str, round_index: int, baseline_every: int) -> list[str]:

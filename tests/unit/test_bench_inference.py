@@ -176,6 +176,11 @@ def test_interleaving_pairs_each_variant_with_neighbouring_backbone_calls(monkey
     summary_a, summary_b = timing.ratio_summary(results["a"], "r"), timing.ratio_summary(results["b"], "r")
     assert summary_a["r"] == pytest.approx(1.1) and summary_a["r_cpu"] == pytest.approx(1.1)
     assert summary_b["r"] == pytest.approx(1.5)
+    # b against a, each normalised by its own neighbouring backbone calls (the multi-task "vs single task").
+    # (the round where the load steps up between calls is off; the median over rounds is not)
+    ratios = timing.normalised_ratios(results["b"], results["a"])
+    assert len(ratios) == 4 and sorted(ratios)[1:3] == pytest.approx([1.5 / 1.1] * 2)
+    assert results["a"].summary(1)["samples"]["wall"] == [1100.0, 1100.0, 2200.0, 2200.0]
     # Without pairing, the load change would leak into the ratio of medians:
     walls = {name: sorted(s.wall for s in results[name].samples) for name in cost}
     assert walls["a"][-1] / walls["base"][0] > 2
