@@ -77,6 +77,11 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
     if not weights.is_file():
         raise RunError(f"run {run_dir} has no trained weights: {weights} does not exist")
     config = record["config"]
+    import torch
+
+    threads = (config.get("trainer") or {}).get("threads")
+    if threads:  # as the run did (one thread avoids oversubscription on a shared CPU)
+        torch.set_num_threads(int(threads))
     spec = TaskSpec.from_config(config["task"])
     backbone = build_backbone(config["model"])
     model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(config["seed"]))
@@ -85,8 +90,6 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
     method.load_trainable_state_dict(model, load_file(str(weights)))
     torch_device = select_device(device)
     model.to(torch_device).eval()
-    import torch
-
     label_dtype = torch.float32 if spec.head == "regression" else torch.long
     collator = Collator(pad_token_id=model.backbone.config.pad_token_id or 0, label_dtype=label_dtype)
     return LoadedRun(run_dir, record, config, spec, model, backbone.tokenizer, backbone.uses_token_type_ids,
