@@ -115,6 +115,7 @@ def markdown(data: dict[str, Any], json_name: str, plots: list[str]) -> str:
         "time, which excludes the time other processes held the core (the machine is shared). `full_ft` computes "
         "exactly what the backbone computes, so its ratio shows the noise floor of the method.", "",
     ]
+    lines += _summary(records)
     checks = acceptance(records)
     if checks:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -173,6 +174,39 @@ def markdown(data: dict[str, Any], json_name: str, plots: list[str]) -> str:
               "safetensors and memory-mapped; `on_the_fly` keeps the reparametrization and computes the rows of the "
               "batch's unique tokens in each forward.", ""]
     return "\n".join(lines)
+
+
+def _range(values: list[float], digits: int = 3) -> str:
+    return "" if not values else (f"{min(values):.{digits}f}" if len(values) == 1 else
+                                  f"{min(values):.{digits}f}-{max(values):.{digits}f}")
+
+
+def _summary(records: list[dict[str, Any]]) -> list[str]:
+    """A few sentences computed from the records (ranges over the grid)."""
+    single = [r for r in records if r["kind"] == "single_task"]
+    if not single:
+        return []
+
+    def ratios(method, variant):
+        return [r["overhead_vs_backbone"] for r in single if r["method"] == method and r["variant"] == variant]
+
+    def shares(variant):
+        return [r["share_of_backbone"] for r in records if r["kind"] == "bias_lookup" and r["method"] == "aot_fc"
+                and r["variant"] == variant and r["tasks"] == 1]
+
+    shapes = sorted({(r["batch_size"], r["seq_len"]) for r in single})
+    lines = ["## Summary (computed from the records)", "",
+             f"Over the grid ({', '.join(f'{b}x{l}' for b, l in shapes)}), time / backbone time (median paired ratio, wall clock):", ""]
+    for method, variant in dict.fromkeys((r["method"], r["variant"]) for r in single):
+        if method != "backbone":
+            lines.append(f"- `{method}/{variant}`: {_range(ratios(method, variant))}")
+    now, before = shares("materialized"), shares("materialized_previous")
+    if now:
+        lines += ["", f"AoT bias work alone (no encoder) as a share of the backbone's time: {_range(now)} with the "
+                      f"hooks' current path" + (f", {_range(before)} with their previous path" if before else "") + "."]
+    lines += ["", "`full_ft`, `bitfit` and `lora/merged` compute exactly what the backbone computes: their spread "
+                  "around 1.000 is the measurement noise of this run.", ""]
+    return lines
 
 
 def _single_table(records: list[dict[str, Any]], with_shape: bool = False, compact: bool = False) -> list[str]:
@@ -241,12 +275,14 @@ def plots(data: dict[str, Any], out_dir: Path, stem: str) -> list[str]:
             fig, axes = plt.subplots(1, 2, figsize=(13, 5))
             for axis, (x_name, xs, fixed_name, fixed) in zip(axes, (("batch_size", batches, "seq_len", max(lengths)),
                                                                     ("seq_len", lengths, "batch_size", max(batches)))):
+                colors = plt.get_cmap("tab20")
                 for index, key in enumerate(keys):
                     points = sorted((r[x_name], r[metric]) for r in single
                                     if (r["method"], r["variant"]) == key and r[fixed_name] == fixed)
                     if points:
-                        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                                  linestyle="-" if index < 10 else "--", label=f"{key[0]}/{key[1]}")
+                        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colors(index % 20),
+                                  linestyle="--" if key[0] in ("backbone", "full_ft", "bitfit") else "-",
+                                  label=f"{key[0]}/{key[1]}")
                 axis.set_xlabel(f"{x_name.replace('_', ' ')} ({fixed_name.replace('_', ' ')} = {fixed})")
                 axis.set_xticks(xs)
                 axis.set_ylabel(ylabel)
@@ -269,7 +305,7 @@ def plots(data: dict[str, Any], out_dir: Path, stem: str) -> list[str]:
             rows = [r for r in multi if (r["method"], r["variant"]) == key]
             color = f"C{index % 10}"
             for serving, style in (("mixed", "-"), ("per_task", ":")):
-                points = sorted((r["tasks"], r["throughput_examples_per_s"]) for r in rows
+                points = sorted((r["tasks"], 1 / r["overhead_vs_backbone"]) for r in rows
                                 if r["serving"] in (serving, "single"))
                 if len(points) > 1 and any(r["serving"] == serving for r in rows):
                     axis.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", color=color,
@@ -278,10 +314,12 @@ def plots(data: dict[str, Any], out_dir: Path, stem: str) -> list[str]:
         tasks = sorted({r["tasks"] for r in multi})
         axis.set_xticks(tasks, [str(t) for t in tasks])
         axis.set_xlabel("tasks in the batch")
-        axis.set_ylabel("examples / s")
+        axis.set_ylabel("throughput / backbone throughput (median paired ratio)")
+        axis.axhline(1.0, color="grey", linewidth=0.8)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        axis.set_title(f"multi-task serving, batch {multi[0]['batch_size']} x {multi[0]['seq_len']}")
+        axis.set_title(f"multi-task serving, batch {multi[0]['batch_size']} x {multi[0]['seq_len']} "
+                       "(solid: one mixed batch; dotted: T per-task batches)")
         fig.tight_layout()
         path = out_dir / f"{stem}_multitask.png"
         fig.savefig(path, dpi=110)
