@@ -18,8 +18,9 @@ Inference (``prepare_for_inference``), option ``inference_mode``:
 * ``materialized`` (default): the full |V| x L x d table is computed once, ``chunk_size`` token ids at
   a time, streamed into ``artifact_dir/aot_table.safetensors`` in ``table_dtype`` (fp32/fp16/bf16;
   peak memory one chunk), then loaded back memory-mapped (``torch.frombuffer`` over a copy-on-write
-  ``mmap``, no copy) and the reparametrization is dropped. A forward pass then costs one gather
-  ``table[input_ids]`` (all layers at once, before the encoder) and L additions.
+  ``mmap``, no copy) and the reparametrization is dropped. The table is the ahead-of-time part; a
+  forward pass then costs, per layer, one copy of the batch's rows of that layer from the table into a
+  buffer allocated once per forward, and one in-place addition of the hidden states.
 * ``on_the_fly``: the reparametrization is kept and computes the batch's unique rows per forward;
   its parameters are saved to ``artifact_dir/aot_reparam.safetensors``.
 
