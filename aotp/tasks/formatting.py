@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import string
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Optional
 
 import numpy as np
@@ -203,17 +203,59 @@ class MultipleChoiceFormatter(Formatter):
         return examples
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that match between any question and any sentence, so they carry no evidence.
+_FUNCTION_WORDS = frozenset(
+    "a an and are as at be been but by did do does for from had has have he her his how i in is it its of on or "
+    "she that the their them they this to was were what when where which who why will with would you".split())
+
+
+def select_evidence(paragraph: str, query: str, budget_words: int) -> str:
+    """The paragraph's sentences that share the most content words with ``query``, in paragraph order,
+    up to ``budget_words`` words (at least one sentence); the whole paragraph when it fits.
+
+    Score of a sentence = sum over content words w shared with ``query`` of 1 / df(w), where df(w) is
+    the number of the paragraph's sentences containing w (a word the whole paragraph repeats says
+    little about which sentence is the evidence); ties keep the earlier sentence. Used where the sequence budget cannot hold the passage (MultiRC passages run to ~300
+    words; a 128-token window otherwise keeps only the first third, which rarely holds the evidence).
+    """
+    sentences = [s for s in _SENTENCE_END.split(paragraph.strip()) if s]
+    if sum(len(s.split()) for s in sentences) <= budget_words:
+        return paragraph
+    query_words = set(_WORD.findall(query.lower())) - _FUNCTION_WORDS
+    sentence_words = [set(_WORD.findall(s.lower())) & query_words for s in sentences]
+    document_frequency = Counter(word for words in sentence_words for word in words)
+    scores = [sum(1.0 / document_frequency[word] for word in words) for words in sentence_words]
+    chosen, used = [], 0
+    for position in sorted(range(len(sentences)), key=lambda i: (-scores[i], i)):
+        words = len(sentences[position].split())
+        if chosen and used + words > budget_words:
+            continue
+        chosen.append(position)
+        used += words
+    return " ".join(sentences[i] for i in sorted(chosen))
+
+
 class MultiRCFormatter(Formatter):
     """MultiRC: one example per answer option, (paragraph, "question answer"), label 0/1,
     ``group`` = (passage idx, question idx), ``idx`` = [passage, question, answer] idx.
 
     Reads the official nested JSONL (``passage.questions[].answers[]``) and the hub's flat rows
-    (``paragraph``, ``question``, ``answer``, ``idx: {paragraph, question, answer}``). Option
-    ``question_answer_template`` (default ``"{question} {answer}"``).
+    (``paragraph``, ``question``, ``answer``, ``idx: {paragraph, question, answer}``). Options:
+    ``question_answer_template`` (default ``"{question} {answer}"``); ``evidence_words`` (default 0:
+    the whole paragraph, truncated by the tokenizer as usual; N > 0: only the paragraph's sentences
+    most related to the question and answer, up to N words, see :func:`select_evidence`).
     """
 
     def format(self, spec: TaskSpec, records: list[dict[str, Any]], labelled: bool) -> list[dict[str, Any]]:
         template = spec.format_options.get("question_answer_template", "{question} {answer}")
+        budget = int(spec.format_options.get("evidence_words", 0) or 0)
+        if budget < 0:
+            raise ValueError(f"task {spec.full_name}: format_options.evidence_words must be >= 0, got {budget}")
+
+        def passage_for(paragraph: str, question_answer: str) -> str:
+            return select_evidence(paragraph, question_answer, budget) if budget else paragraph
         examples = []
         for position, record in enumerate(records):
             where = record.get("_where", f"record {position}")
@@ -231,7 +273,7 @@ class MultiRCFormatter(Formatter):
                         a_where = f"{q_where} answer {a_number}"
                         text = template.format(question=_field(question, "question", spec, q_where),
                                                answer=_field(answer, "text", spec, a_where))
-                        examples.append({"text": (paragraph, text),
+                        examples.append({"text": (passage_for(paragraph, text), text),
                                          "label": parse_label(spec, answer.get("label"), a_where, labelled),
                                          "idx": [p_idx, q_idx, _field(answer, "idx", spec, a_where)],
                                          "group": (p_idx, q_idx)})
@@ -240,7 +282,7 @@ class MultiRCFormatter(Formatter):
                 text = template.format(question=_field(record, "question", spec, where),
                                        answer=_field(record, "answer", spec, where))
                 ids = [idx["paragraph"], idx["question"], idx["answer"]]
-                examples.append({"text": (str(_field(record, "paragraph", spec, where)), text),
+                examples.append({"text": (passage_for(str(_field(record, "paragraph", spec, where)), text), text),
                                  "label": parse_label(spec, record.get("label"), where, labelled),
                                  "idx": ids, "group": (ids[0], ids[1])})
         return examples

@@ -8,7 +8,7 @@ import pytest
 
 from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.tasks.data import load_split, subset, tokenize
-from aotp.tasks.formatting import FORMATTERS
+from aotp.tasks.formatting import FORMATTERS, select_evidence
 from aotp.tasks.loading import DataFileError, load_raw_records
 from aotp.tasks.spec import load_spec
 from tests.helpers import FIXTURE_DATA
@@ -95,6 +95,35 @@ def test_multirc_hub_rows_equal_the_nested_layout():
     flat = [{"paragraph": "P.", "question": "Q?", "answer": a, "idx": {"paragraph": 4, "question": 9, "answer": i},
              "label": label} for a, i, label in (("yes", 20, 1), ("no", 21, 0))]
     assert fmt("superglue/multirc", [nested]) == fmt("superglue/multirc", flat)
+
+
+def test_select_evidence_keeps_the_rarest_shared_words_sentences_in_paragraph_order():
+    paragraph = ("Force moves things. Force stops things. A force can turn things. "
+                 "Heavy mass needs more force. The sky is blue today.")
+    # "force" is in four sentences (weight 1/4 each), "mass" in one: the mass sentence wins.
+    assert select_evidence(paragraph, "Does mass change the force needed?", 5) == "Heavy mass needs more force."
+    # a larger budget adds the next best (earliest of the ties) and keeps paragraph order
+    assert select_evidence(paragraph, "Does mass change the force needed?", 8) == \
+        "Force moves things. Heavy mass needs more force."
+    assert select_evidence(paragraph, "anything", 100) == paragraph  # fits: the paragraph unchanged
+    # one sentence even when it alone exceeds the budget
+    assert select_evidence(paragraph, "blue sky", 1) == "The sky is blue today."
+
+
+def test_multirc_evidence_words_option_shortens_the_passage(monkeypatch):
+    spec = load_spec("superglue/multirc")
+    records = load_raw_records(spec, "validation", FIXTURE_DATA)
+    whole = FORMATTERS.get("multirc").format(spec, records, True)
+    monkeypatch.setitem(spec.format_options, "evidence_words", 6)
+    short = FORMATTERS.get("multirc").format(spec, records, True)
+    assert [e["text"][1] for e in short] == [e["text"][1] for e in whole]  # question + answer untouched
+    assert [e["label"] for e in short] == [e["label"] for e in whole]
+    for s, w in zip(short, whole):
+        assert s["text"][0] == select_evidence(w["text"][0], s["text"][1], 6)
+    assert any(len(s["text"][0]) < len(w["text"][0]) for s, w in zip(short, whole))
+    monkeypatch.setitem(spec.format_options, "evidence_words", -1)
+    with pytest.raises(ValueError, match="evidence_words must be >= 0"):
+        FORMATTERS.get("multirc").format(spec, records, True)
 
 
 def test_record_candidates_placeholder_and_labels():
