@@ -42,7 +42,30 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
         task = semantic["task"]
         semantic["task"] = {"benchmark": task.get("benchmark"), "name": task.get("name"), "version": task.get("version"),
                             "max_length": task.get("max_length")}
+        overrides = task_overrides(task)
+        if overrides:
+            semantic["task"]["overrides"] = overrides
     return semantic
+
+
+# Task fields that say where the data comes from or describe it, not what the model sees.
+TASK_LAYOUT_FIELDS = {"local", "hub", "description", "max_length"}
+TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
+
+
+def task_overrides(task: dict[str, Any]) -> dict[str, Any]:
+    """Fields of ``task`` that differ from its shipped file ``configs/task/<benchmark>/<name>.yaml``.
+
+    The task version stands for the file's content; a command-line override (e.g.
+    ``task.format_options.evidence_words=75``) changes the examples without a new version, so it
+    enters the run id. A task without a shipped file contributes all of its fields.
+    """
+    from omegaconf import OmegaConf
+
+    path = TASK_CONFIG_DIR / str(task.get("benchmark")) / f"{task.get('name')}.yaml"
+    shipped = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
+    return {key: value for key, value in sorted(task.items())
+            if key not in TASK_LAYOUT_FIELDS and shipped.get(key) != value}
 
 
 def run_id(config: dict[str, Any], length: int = 10) -> str:

@@ -281,3 +281,19 @@ def test_claim_is_per_process_and_sets_cuda_visible_devices(tmp_path, monkeypatc
             holder.stdin.flush()
             holder.wait(timeout=60)
             release_gpu()
+
+
+def test_a_task_field_overridden_on_the_command_line_enters_the_run_id():
+    from aotp.results.record import semantic_config
+
+    base = OmegaConf.to_container(compose(["model=tiny_bert", "task=superglue/multirc"]), resolve=True)
+    assert "overrides" not in semantic_config(base)["task"]  # the shipped file is named by its version
+    changed = OmegaConf.to_container(compose(["model=tiny_bert", "task=superglue/multirc",
+                                              "task.format_options.evidence_words=75"]), resolve=True)
+    assert semantic_config(changed)["task"]["overrides"] == {
+        "format_options": {"question_answer_template": "{question} {answer}", "evidence_words": 75}}
+    assert run_id(changed) != run_id(base)
+    # where the data come from is not part of the identity
+    moved = OmegaConf.to_container(compose(["model=tiny_bert", "task=superglue/multirc",
+                                            "task.local.dir=elsewhere/MultiRC"]), resolve=True)
+    assert run_id(moved) == run_id(base)
