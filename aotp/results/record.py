@@ -49,7 +49,7 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # Task fields that say where the data comes from or describe it, not what the model sees.
-TASK_LAYOUT_FIELDS = {"local", "hub", "description", "max_length"}
+TASK_LAYOUT_FIELDS = {"local", "hub", "description", "max_length", "official_sizes"}
 TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
 
 

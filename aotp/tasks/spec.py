@@ -87,6 +87,9 @@ class TaskSpec:
     diagnostic: Optional[dict[str, Any]] = None
     max_length: int = 256
     description: str = ""
+    # Examples per split in the official release, as the formatter counts them (MultiRC: answer
+    # options); checked against the files by the real-data tests, used by ``aotp.estimate`` without data.
+    official_sizes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -146,7 +149,7 @@ class TaskSpec:
             if data.get(key) is not None:
                 data[key] = [str(v) for v in data[key]]
         data["splits"] = {k: (v if isinstance(v, str) or v is None else list(v)) for k, v in dict(data["splits"]).items()}
-        for key in ("hub", "format_options"):
+        for key in ("hub", "format_options", "official_sizes"):
             data[key] = dict(data.get(key) or {})
         spec = cls(**data, extra={**extra, **dict(data.pop("extra", {}) or {})})
         spec.validate()
@@ -158,6 +161,10 @@ class TaskSpec:
             raise ValueError(f"{where}: head {self.head!r} is not one of {', '.join(HEAD_TYPES)}")
         if self.head == "classification" and not self.label_names:
             raise ValueError(f"{where}: a classification task needs label_names")
+        stray = set(self.official_sizes) - set(self.all_splits)
+        if stray:
+            raise ValueError(f"{where}: official_sizes names splits {sorted(stray)} the task does not have; "
+                             f"its splits: {self.all_splits}")
         unknown_splits = set(self.splits) - {"train", "eval", "test"}
         if unknown_splits:
             raise ValueError(f"{where}: splits has unknown keys {sorted(unknown_splits)}; valid: train, eval, test")

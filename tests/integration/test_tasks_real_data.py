@@ -10,31 +10,12 @@ from aotp.tasks.baselines import constant_baselines
 from aotp.tasks.formatting import FORMATTERS
 from aotp.tasks.loading import load_raw_records, local_path
 from aotp.tasks.spec import load_spec
+from tests.helpers import REPO_ROOT
 
-# (task, split) -> official size (examples; MultiRC: answer options; test splits included)
-OFFICIAL_SIZES = {
-    ("glue/rte", "train"): 2490, ("glue/rte", "validation"): 277, ("glue/rte", "test"): 3000,
-    ("glue/mrpc", "train"): 3668, ("glue/mrpc", "validation"): 408, ("glue/mrpc", "test"): 1725,
-    ("glue/cola", "train"): 8551, ("glue/cola", "validation"): 1043, ("glue/cola", "test"): 1063,
-    ("glue/stsb", "train"): 5749, ("glue/stsb", "validation"): 1500, ("glue/stsb", "test"): 1379,
-    ("glue/sst2", "train"): 67349, ("glue/sst2", "validation"): 872, ("glue/sst2", "test"): 1821,
-    ("glue/qnli", "train"): 104743, ("glue/qnli", "validation"): 5463, ("glue/qnli", "test"): 5463,
-    ("glue/wnli", "train"): 635, ("glue/wnli", "validation"): 71, ("glue/wnli", "test"): 146,
-    ("glue/qqp", "train"): 363846, ("glue/qqp", "validation"): 40430, ("glue/qqp", "test"): 390965,
-    ("glue/mnli", "train"): 392702, ("glue/mnli", "validation_matched"): 9815,
-    ("glue/mnli", "validation_mismatched"): 9832, ("glue/mnli", "test_matched"): 9796,
-    ("glue/mnli", "test_mismatched"): 9847,
-    ("glue/ax", "diagnostic_full"): 1104, ("glue/ax", "test"): 1104,
-    ("superglue/copa", "train"): 400, ("superglue/copa", "validation"): 100, ("superglue/copa", "test"): 500,
-    ("superglue/multirc", "train"): 27243, ("superglue/multirc", "validation"): 4848,
-    ("superglue/multirc", "test"): 9693,
-    ("superglue/boolq", "train"): 9427, ("superglue/boolq", "validation"): 3270, ("superglue/boolq", "test"): 3245,
-    ("superglue/wsc", "train"): 554, ("superglue/wsc", "validation"): 104, ("superglue/wsc", "test"): 146,
-    ("superglue/rte", "train"): 2490, ("superglue/rte", "validation"): 277, ("superglue/rte", "test"): 3000,
-    ("superglue/cb", "train"): 250, ("superglue/cb", "validation"): 56, ("superglue/cb", "test"): 250,
-    ("superglue/wic", "train"): 5428, ("superglue/wic", "validation"): 638, ("superglue/wic", "test"): 1400,
-    ("superglue/axb", "diagnostic"): 1104, ("superglue/axg", "diagnostic"): 356,
-}
+# (task, split) -> official size (examples; MultiRC: answer options; test splits included): the specs'
+# official_sizes, which aotp.estimate uses where the files are absent
+TASKS = [f"{b}/{p.stem}" for b in ("glue", "superglue") for p in sorted((REPO_ROOT / "configs" / "task" / b).glob("*.yaml"))]
+OFFICIAL_SIZES = {(task, split): n for task in TASKS for split, n in load_spec(task).official_sizes.items()}
 # Dev-set constant baselines (the best "always predict k"), main metric and its parts
 DEV_BASELINES = {
     "glue/rte": ("entailment", {"accuracy": 146 / 277}),

@@ -137,3 +137,17 @@ def test_every_registered_formatter_is_used_by_a_task():
     from aotp.tasks.formatting import FORMATTERS
 
     assert {load_spec(t).formatter for t in ALL_TASKS} == set(FORMATTERS.names())
+
+
+def test_every_task_but_record_states_its_official_split_sizes():
+    from tests.integration.test_tasks_real_data import OFFICIAL_SIZES, TASKS
+
+    assert len(TASKS) == 20
+    for task in TASKS:
+        spec = load_spec(task)
+        if spec.name == "record":  # examples are (query, candidate) pairs: counted from the files only
+            assert spec.official_sizes == {}
+            continue
+        assert set(spec.official_sizes) == set(spec.all_splits), task
+    assert OFFICIAL_SIZES[("glue/mnli", "validation_mismatched")] == 9832
+    assert OFFICIAL_SIZES[("superglue/multirc", "train")] == 27243
