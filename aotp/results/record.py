@@ -25,7 +25,8 @@ NON_SEMANTIC = {
     "experiment": None,
     "experiment_name": None,
     "hydra": None,
-    "trainer": {"device", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
+    # how a run is executed, not what it computes (thread count and device only reorder float sums)
+    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
     "data": {"root", "cache"},
 }
 
