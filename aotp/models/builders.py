@@ -139,3 +139,26 @@ def build_backbone(model_cfg) -> Backbone:
     options = dict(model_cfg)
     source = options.pop("source")
     return BACKBONES.get(source)(**options)
+
+
+ARCHITECTURE_CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "deberta": DebertaConfig,
+                        "deberta_v2": DebertaV2Config}
+
+
+def build_for_timing(model_cfg) -> tuple[Backbone, str]:
+    """A backbone of the configured shape, for timing (``aotp.estimate``): the real one where it loads,
+    otherwise random weights from ``model.architecture`` (the checkpoint's config.json values). Returns
+    (backbone, "pretrained" | "random weights, same shape"); the tokenizer is ``None`` for the latter.
+    """
+    try:
+        return build_backbone(model_cfg), "pretrained"
+    except (RuntimeError, OSError):
+        architecture = dict(model_cfg.get("architecture") or {})
+        if not architecture:
+            raise
+    family = architecture.pop("family")
+    if family not in ARCHITECTURE_CONFIGS:
+        raise ValueError(f"model.architecture.family={family!r}; valid: {', '.join(ARCHITECTURE_CONFIGS)}")
+    config = ARCHITECTURE_CONFIGS[family](**architecture)
+    model = AutoModel.from_config(config)
+    return Backbone(model=model, tokenizer=None, family=family, name=str(model_cfg.name)), "random weights, same shape"
