@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -92,7 +93,7 @@ def _encode(model: TaskModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return model.encode(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
 
 
-class Server:
+class Server(ABC):
     method: str = ""
     variant: str = ""
     mixing: str = ""
@@ -101,12 +102,13 @@ class Server:
     def __init__(self, heads: list[nn.Module]):
         self.heads = heads
 
+    @abstractmethod
     def encode_mixed(self, inputs: dict[str, torch.Tensor], row_tasks: torch.Tensor) -> Optional[torch.Tensor]:
         """First-token states (N, d) of a mixed batch, row r adapted for task ``row_tasks[r]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode_single(self, inputs: dict[str, torch.Tensor], task: int) -> torch.Tensor:
-        raise NotImplementedError
+        """First-token states (N, d) of a batch of task ``task`` alone."""
 
     def mixed(self, inputs: dict[str, torch.Tensor], row_tasks: torch.Tensor) -> Optional[torch.Tensor]:
         if not self.can_mix:
@@ -116,9 +118,9 @@ class Server:
     def single(self, inputs: dict[str, torch.Tensor], task: int) -> torch.Tensor:
         return self.heads[task](self.encode_single(inputs, task))
 
+    @abstractmethod
     def weights(self, tasks: int) -> list:
         """Modules/tensors resident to serve ``tasks`` tasks (for the memory column)."""
-        raise NotImplementedError
 
 
 # -- AoT -------------------------------------------------------------------------------------------

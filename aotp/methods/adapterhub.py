@@ -19,9 +19,11 @@ adapter attached. :func:`init_adapterhub` removes every bias the original module
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 
 from torch import nn
 
+from aotp.methods.base import Method
 from aotp.models.task_model import TaskModel
 
 
@@ -52,3 +54,22 @@ def add_and_activate(model: TaskModel, adapter_name: str, config) -> None:
     finally:
         mixin_logger.setLevel(level)
     model.train(was_training)
+
+
+class AdapterHubMethod(Method):
+    """A method whose modules AdapterHub injects: ``library_config()`` describes them, and their
+    parameters are the ones named ``...<module_marker><name>....``; everything else is frozen."""
+
+    module_marker: str  # ".adapters." (bottleneck adapters) or ".prefix_tunings." (prefix tuning)
+
+    @abstractmethod
+    def library_config(self):
+        """The ``adapters`` config object of this method's modules."""
+
+    def is_trainable(self, name: str) -> bool:
+        return f"{self.module_marker}{self.name}." in name
+
+    def apply(self, model: TaskModel) -> TaskModel:
+        add_and_activate(model, self.name, self.library_config())
+        self.freeze_all_but(model, self.is_trainable)
+        return model

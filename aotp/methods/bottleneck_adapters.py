@@ -18,15 +18,16 @@ Inference: the adapters stay (they are non-linear, nothing to merge); logits are
 from __future__ import annotations
 
 import re
-from aotp.methods.adapterhub import add_and_activate
-from aotp.methods.base import METHODS, Method, head_parameter_count
+from aotp.methods.adapterhub import AdapterHubMethod
+from aotp.methods.base import METHODS, head_parameter_count
 from aotp.models.task_model import TaskModel
 
 # The two post-LN layer norms of every encoder layer (same names in all four families).
 LAYER_NORM_PATTERN = re.compile(r"^backbone\.encoder\.layer\.\d+\.(attention\.output|output)\.LayerNorm\.")
 
 
-class BottleneckAdapter(Method):
+class BottleneckAdapter(AdapterHubMethod):
+    module_marker = ".adapters."
     adapters_per_layer: int
     default_non_linearity: str
 
@@ -38,20 +39,12 @@ class BottleneckAdapter(Method):
         self.non_linearity = non_linearity or self.default_non_linearity
         self.train_layer_norm = bool(train_layer_norm)
 
-    def library_config(self):
-        raise NotImplementedError
-
     def bottleneck_size(self, model: TaskModel) -> int:
         # exactly as adapters computes it: int(hidden_size // reduction_factor), at least 1
         return max(1, int(model.hidden_size // self.reduction_factor))
 
     def is_trainable(self, name: str) -> bool:
-        return f".adapters.{self.name}." in name or (self.train_layer_norm and bool(LAYER_NORM_PATTERN.match(name)))
-
-    def apply(self, model: TaskModel) -> TaskModel:
-        add_and_activate(model, self.name, self.library_config())
-        self.freeze_all_but(model, self.is_trainable)
-        return model
+        return super().is_trainable(name) or (self.train_layer_norm and bool(LAYER_NORM_PATTERN.match(name)))
 
     def expected_trainable_parameters(self, model: TaskModel) -> int:
         config = model.backbone.config

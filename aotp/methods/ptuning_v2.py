@@ -29,14 +29,15 @@ from typing import Any
 
 import torch
 
-from aotp.methods.adapterhub import add_and_activate
-from aotp.methods.base import METHODS, Method, head_parameter_count
+from aotp.methods.adapterhub import AdapterHubMethod
+from aotp.methods.base import METHODS, head_parameter_count
 from aotp.models.task_model import TaskModel
 
 
 @METHODS.register("ptuning_v2")
-class PTuningV2(Method):
+class PTuningV2(AdapterHubMethod):
     name = "ptuning_v2"
+    module_marker = ".prefix_tunings."
 
     def __init__(self, prefix_length: int = 16, reparametrize: bool = False, bottleneck_size: int = 512,
                  dropout: float = 0.1):
@@ -52,14 +53,6 @@ class PTuningV2(Method):
 
         return PrefixTuningConfig(prefix_length=self.prefix_length, flat=not self.reparametrize,
                                   bottleneck_size=self.bottleneck_size, non_linearity="tanh", dropout=self.dropout)
-
-    def is_trainable(self, name: str) -> bool:
-        return f".prefix_tunings.{self.name}." in name
-
-    def apply(self, model: TaskModel) -> TaskModel:
-        add_and_activate(model, self.name, self.library_config())
-        self.freeze_all_but(model, self.is_trainable)
-        return model
 
     def expected_trainable_parameters(self, model: TaskModel) -> int:
         config = model.backbone.config

@@ -39,13 +39,14 @@ un-biased embedding output to that convolution as its residual; the layer inputs
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 
-class LayerBiases:
+class LayerBiases(ABC):
     """Biases of shape (N, T, L, d) whose layer slices (N, T, d) are produced on demand by
     :meth:`layer`; everything that needs computing is done when the object is built (before the
     encoder runs), :meth:`layer` only gathers rows (into ``out`` when given: a contiguous (N, T, d)
@@ -61,8 +62,9 @@ class LayerBiases:
     def new_layer_buffer(self) -> torch.Tensor:
         return torch.empty(*self.shape[:-2], self.shape[-1], dtype=self.dtype, device=self.device)
 
+    @abstractmethod
     def layer(self, index: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        raise NotImplementedError
+        """The (*input_ids.shape, d) biases of layer ``index``."""
 
 
 def _gather(source: torch.Tensor, index: torch.Tensor, shape: Sequence[int], out: Optional[torch.Tensor]) -> torch.Tensor:

@@ -31,6 +31,7 @@ Either way ``artifact_dir`` receives a task pack (:mod:`aotp.methods.aot.pack`) 
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Optional
 
@@ -82,11 +83,13 @@ class AoTMethod(Method):
         return {"rank": self.rank, "dropout": self.dropout, "table_dtype": self.table_dtype,
                 "inference_mode": self.inference_mode, "chunk_size": self.chunk_size}
 
+    @abstractmethod
     def build_reparam(self, backbone: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        """The module that produces the (L, |V|, d) bias table from its trainable parameters."""
 
+    @abstractmethod
     def reparam_parameter_count(self, backbone: nn.Module) -> int:
-        raise NotImplementedError
+        """Trainable parameters of :meth:`build_reparam`'s module (the formula in the class docstring)."""
 
     # -- training ------------------------------------------------------------------------------
     def build_bias(self, backbone: nn.Module) -> AoTBias:
