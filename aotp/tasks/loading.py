@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from aotp.tasks.spec import SplitFile, TaskSpec
 
@@ -63,12 +63,35 @@ def _describe_columns(split_file: SplitFile) -> str:
                                                                               key=lambda item: int(item[1])))
 
 
+def collect_records(path: Path, rows: Iterator[Optional[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records a reader yields (``None`` = a blank line: counted and logged, never silently dropped),
+    with ``idx`` normalised."""
+    records: list[dict[str, Any]] = []
+    blank = 0
+    for record in rows:
+        if record is None:
+            blank += 1
+            continue
+        if "idx" in record:
+            record["idx"] = normalize_idx(record["idx"])
+        records.append(record)
+    if blank:
+        log.warning("%s: skipped %d blank line(s) (they carry no data)", path, blank)
+    return records
+
+
 def read_tsv(spec: TaskSpec, split: str, path: Path) -> list[dict[str, Any]]:
+    return collect_records(path, _tsv_rows(spec, split, path))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return collect_records(path, _jsonl_rows(path))
+
+
+def _tsv_rows(spec: TaskSpec, split: str, path: Path) -> Iterator[Optional[dict[str, Any]]]:
     split_file = spec.local.split_file(split)
     columns = split_file.columns
     labelled = split not in spec.test_splits
-    records: list[dict[str, Any]] = []
-    blank = 0
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header: Optional[list[str]] = None
@@ -77,7 +100,7 @@ def read_tsv(spec: TaskSpec, split: str, path: Path) -> list[dict[str, Any]]:
             expected = max(int(c) for c in columns.values()) + 1
         for line_number, row in enumerate(reader, start=1):
             if not row or row == [""]:
-                blank += 1
+                yield None
                 continue
             if split_file.header and header is None:
                 header = row
@@ -103,21 +126,14 @@ def read_tsv(spec: TaskSpec, split: str, path: Path) -> list[dict[str, Any]]:
                     record[field_name] = row[int(column)]
             if not labelled:
                 record.pop("label", None)
-            if "idx" in record:
-                record["idx"] = normalize_idx(record["idx"])
-            records.append(record)
-    if blank:
-        log.warning("%s: skipped %d blank line(s) (they carry no data)", path, blank)
-    return records
+            yield record
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    blank = 0
+def _jsonl_rows(path: Path) -> Iterator[Optional[dict[str, Any]]]:
     with open(path, encoding="utf-8-sig") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
-                blank += 1
+                yield None
                 continue
             try:
                 record = json.loads(line)
@@ -127,12 +143,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             if not isinstance(record, dict):
                 raise DataFileError(f"{path}:{line_number}: expected a JSON object, found {type(record).__name__}")
             record["_where"] = f"{path}:{line_number}"
-            if "idx" in record:
-                record["idx"] = normalize_idx(record["idx"])
-            records.append(record)
-    if blank:
-        log.warning("%s: skipped %d blank line(s) (they carry no data)", path, blank)
-    return records
+            yield record
 
 
 def load_raw_records(spec: TaskSpec, split: str, root: Optional[Path]) -> list[dict[str, Any]]:
