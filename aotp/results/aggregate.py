@@ -117,6 +117,7 @@ class Run:
     run_id: str
     experiment: Optional[str]
     higher_is_better: bool
+    subsets: Optional[str] = None  # "train <= N, dev <= M" when the run trained/evaluated on subsets
 
     @property
     def full_task(self) -> str:
@@ -155,7 +156,16 @@ def parse_record(record: dict, path: str) -> Run:
         dirty=git.get("dirty"), error=record.get("error"), run_id=str(record.get("run_id")),
         experiment=record.get("experiment"),
         higher_is_better=_direction((config.get("task") or {}).get("main_metric")),
+        subsets=subsets_of(config.get("data") or {}),
     )
+
+
+def subsets_of(data: dict) -> Optional[str]:
+    """How a run's data were cut (``data.max_train_samples``/``max_eval_samples``), or None for full sets."""
+    train, dev = data.get("max_train_samples"), data.get("max_eval_samples")
+    if not train and not dev:
+        return None
+    return f"train <= {train or 'all'}, dev <= {dev or 'all'} examples"
 
 
 def load_runs(results_dir: Path, experiments: Optional[Sequence[str]] = None) -> tuple[list[Run], list[str]]:
@@ -363,6 +373,7 @@ class Table:
     cells: dict  # (method, task) -> Cell
     shares: dict  # method -> (low, high)
     expected_seeds: tuple
+    subsets: tuple = ()  # distinct data cuts of the table's runs (empty: full train and dev sets)
 
     @property
     def name(self) -> str:
@@ -422,7 +433,8 @@ def build_tables(runs: list[Run], seeds: Optional[Sequence[int]] = None,
             for task in task_list:
                 cell_runs = sorted((r for r in method_runs if r.task == task), key=lambda r: (r.lr, r.seed))
                 cells[(method, task)] = select_cell(Cell(method, task, cell_runs, expected_seeds, lrs))
-        table = Table(benchmark, model, task_list, methods, cells, shares, expected_seeds)
+        subsets = tuple(sorted({r.subsets for r in table_runs if r.subsets}))
+        table = Table(benchmark, model, task_list, methods, cells, shares, expected_seeds, subsets)
         tables.append(table)
         label = f"{BENCHMARK_LABEL.get(benchmark, benchmark)} / {model}"
         failed = sum(len(c.failed) for c in cells.values())
@@ -518,7 +530,8 @@ def caption(table: Table) -> str:
             f"at another learning rate of the grid; {DASH}: no successful run; {DIRTY_MARK}: includes runs from a dirty "
             f"git tree. Macro: unweighted mean over the {len(table.tasks)} tasks (spread: std over seeds of the "
             f"per-seed macro), only when every task cell is complete, else {DASH} (complete/total). "
-            f"Params: trainable share of the backbone + head parameters.")
+            f"Params: trainable share of the backbone + head parameters."
+            + (f" Data subsets (fixed, seeded; from the records): {'; '.join(table.subsets)}." if table.subsets else ""))
 
 
 def header(table: Table) -> list[str]:

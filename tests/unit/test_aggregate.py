@@ -19,7 +19,7 @@ MAIN = {"glue": ["accuracy"]}
 
 def write_record(root: Path, *, task="rte", benchmark="glue", model="roberta_base", method="full_ft", lr=1e-5, seed=1,
                  main=0.5, status="success", version=1, dirty=False, share=1.0, experiment="exp", error=None,
-                 name=None) -> Path:
+                 name=None, data=None) -> Path:
     run_id = name or f"{benchmark}{task}{model}{method}{lr}{seed}{version}{status}".replace(".", "")
     folder = root / f"{benchmark}-{task}__{model}__{method}__seed{seed}__{run_id}"
     folder.mkdir(parents=True)
@@ -28,7 +28,7 @@ def write_record(root: Path, *, task="rte", benchmark="glue", model="roberta_bas
         "task": f"{benchmark}/{task}", "task_version": version, "method": method, "model": model, "seed": seed,
         "config": {"method": {"name": method, "lr": lr}, "task": {"benchmark": benchmark, "name": task,
                                                                   "version": version, "main_metric": ["accuracy"]},
-                   "seed": seed, "model": {"name": model}},
+                   "seed": seed, "model": {"name": model}, "data": data or {}},
         "env": {"git": {"sha": "abc", "dirty": dirty}},
     }
     if status == "success":
@@ -246,3 +246,20 @@ def test_wandb_logging_sends_every_table(grid, tmp_path, monkeypatch):
     assert table.columns == ["Method", "Params", "SST-2", "RTE", "Macro"] and table.data[1][3] == "89.0±1.4 (2/3)"
     assert logged["tables/cells"].columns == agg.CELL_COLUMNS and finished == [True]
     assert any("failed run" in row[0] for row in logged["tables/warnings"].data)
+
+
+def test_the_caption_states_the_data_subsets_the_records_used(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        write_record(runs, task="rte", seed=seed, data={"max_train_samples": 400, "max_eval_samples": 400})
+    write_record(runs, task="sst2", seed=1, data={"max_train_samples": 400, "max_eval_samples": None})
+    result = run(runs, tmp_path / "out")
+    text = (tmp_path / "out" / "glue_roberta_base.md").read_text()
+    assert ("Data subsets (fixed, seeded; from the records): train <= 400, dev <= 400 examples; "
+            "train <= 400, dev <= all examples.") in text
+    assert result.tables[0].subsets == ("train <= 400, dev <= 400 examples", "train <= 400, dev <= all examples")
+    full = tmp_path / "full"
+    write_record(full, task="rte", seed=1)
+    run(full, tmp_path / "out_full")
+    assert "Data subsets" not in (tmp_path / "out_full" / "glue_roberta_base.md").read_text()
+
