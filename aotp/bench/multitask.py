@@ -203,7 +203,7 @@ class RoutedLoRALinear(nn.Module):
                 delta = F.linear(F.linear(x, a[task]), b[task]) * self.scaling
             else:
                 if x.shape[0] != row_tasks.shape[0]:
-                    raise NotImplementedError(
+                    raise ValueError(
                         f"per-example LoRA routing needs inputs with one leading row per example ({row_tasks.shape[0]}), "
                         f"got {tuple(x.shape)}: this backbone also feeds non-example tensors through the adapted "
                         "projection (DeBERTa-v2/v3 projects its relative-position embeddings with the shared query/key "
