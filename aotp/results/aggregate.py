@@ -34,7 +34,6 @@ import csv
 import io
 import json
 import math
-import re
 import statistics
 import sys
 from dataclasses import dataclass, field
