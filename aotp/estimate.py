@@ -87,7 +87,10 @@ class Workload:
 
 
 def choices_per_example(spec) -> int:
-    return len(spec.format_options.get("choice_fields") or []) or 1 if spec.head == "multiple_choice" else 1
+    """Sequences one example feeds the encoder: its choices for multiple choice (COPA: 2), else 1."""
+    if spec.head != "multiple_choice":
+        return 1
+    return len(spec.format_options.get("choice_fields") or []) or 1
 
 
 def padded_batches(features: list[dict[str, Any]], batch_size: int, seed: int) -> list[tuple[int, int]]:
