@@ -66,6 +66,9 @@ def test_workload_without_files_uses_official_sizes_at_max_length():
     assert {length for _, length in workload.train_batches} == {128}
     assert workload.eval_batches == [(100, 128)] * 2 + [(77, 128)]
     assert workload.evaluations == 3 + 1 and workload.lengths_from == "max_length bound"
+    copa = compose_run(["model=tiny_bert", "task=superglue/copa", "trainer.batch_size=16", "data.max_length=64"])
+    copa_workload = run_workload(copa, TaskSpec.from_config(copa.task), None, True, warnings)
+    assert copa_workload.train_batches[0] == (32, 64)  # 16 examples x 2 choices, each a sequence
     record = compose_run(["model=tiny_bert", "task=superglue/record"])
     assert run_workload(record, TaskSpec.from_config(record.task), None, True, warnings) is None
     assert "superglue/record: left out" in warnings[0]
