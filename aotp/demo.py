@@ -30,17 +30,8 @@ MIXED_BATCH = [
 ]
 
 
-def compose(overrides: list[str]):
-    """Compose the run config exactly as ``python -m aotp.run <overrides>`` would."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def run(task: str, method: str, args):
-    from aotp.run import execute
+    from aotp.run import compose, execute
 
     overrides = [f"method={method}", f"model={args.model}", f"task={task}", f"data.root={DEMO_DATA}",
                  f"paths.results={Path(args.output) / 'runs'}", "experiment_name=demo", f"trainer.epochs={args.epochs}",

@@ -43,22 +43,19 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
 def sweep_override_lists(overrides: list[str]) -> tuple[list[list[str]], list[str]]:
     """The sweep's runs as override lists (cartesian product, the BasicSweeper's order), and the
     plain overrides shared by every run. Sweep parameters come from the experiment's
     ``hydra.sweeper.params``; a command-line override of the same key replaces it."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from aotp.run import compose
 
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
     command_line_sweeps = {o.get_key_element(): o for o in parsed if o.is_sweep_override()}
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=plain, return_hydra_config=True)
+    cfg = compose(plain, return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=False) or {}
     sweeps = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])}
     plain_keys = {o.get_key_element() for o in parsed if not o.is_sweep_override()}
@@ -67,13 +64,6 @@ def sweep_override_lists(overrides: list[str]) -> tuple[list[list[str]], list[st
     axes = [[f"{key}={value}" for value in (o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])]
             for key, o in sweeps.items()]
     return [list(combo) for combo in itertools.product(*axes)], plain
-
-
-def compose_run(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 @dataclass
@@ -111,7 +101,7 @@ def bound_batches(count: int, batch_size: int, rows_per_example: int, length: in
 
 
 def run_workload(cfg: DictConfig, spec, tokenizer, uses_token_type_ids: bool, warnings: list[str]) -> Optional[Workload]:
-    from aotp.tasks import check_local_files, load_task_data
+    from aotp.tasks import DataFileError, check_local_files, load_task_data
 
     batch_size = int(cfg.trainer.batch_size)
     eval_batch_size = int(cfg.trainer.eval_batch_size)
@@ -121,7 +111,7 @@ def run_workload(cfg: DictConfig, spec, tokenizer, uses_token_type_ids: bool, wa
     if have_files:
         try:
             check_local_files(spec, root, [spec.train_split, *spec.eval_splits])
-        except Exception:  # noqa: BLE001 - absent files fall back to the bound below
+        except DataFileError:  # absent files: the bound below
             have_files = False
     if have_files:
         data = load_task_data(spec, tokenizer, cfg.data, uses_token_type_ids=uses_token_type_ids, seed=int(cfg.seed),
@@ -270,7 +260,7 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
     from aotp.models import TaskModel
     from aotp.models.builders import build_backbone, build_for_timing
     from aotp.results.record import read_record, run_dir_name, run_id
-    from aotp.run import to_container
+    from aotp.run import compose, to_container
     from aotp.tasks.spec import TaskSpec
     from aotp.trainer.loop import select_device
 
@@ -279,7 +269,7 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
     warnings: list[str] = []
     groups: dict[tuple[str, str], list[tuple[DictConfig, Any]]] = {}
     for run_overrides in runs:
-        cfg = compose_run([*plain, *run_overrides])
+        cfg = compose([*plain, *run_overrides])
         groups.setdefault((str(cfg.model.name), str(cfg.method.name)), []).append((cfg, TaskSpec.from_config(cfg.task)))
 
     rows_out: list[dict[str, Any]] = []

@@ -36,6 +36,18 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the option and its valid values."""
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """Compose the run config exactly as ``python -m aotp.run <overrides>`` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 

@@ -12,9 +12,9 @@ FIXTURE_DATA = REPO_ROOT / "tests" / "fixtures" / "data"
 
 
 def compose(overrides: list[str]):
-    from aotp.demo import compose as demo_compose
+    from aotp.run import compose as run_compose
 
-    return demo_compose(overrides)
+    return run_compose(overrides)
 
 
 def run_cli(args: list[str], timeout: int = 300, module: str = "aotp.run",

@@ -51,6 +51,8 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
 
 # Task fields that say where the data comes from or describe it, not what the model sees.
 TASK_LAYOUT_FIELDS = {"local", "hub", "description", "max_length", "official_sizes"}
+# The same folder as aotp.tasks.spec.TASK_CONFIG_DIR, not imported from there: that package imports torch,
+# and a run id is computed before a finished run is skipped (in about a second).
 TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
 
 

@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 from aotp.estimate import (
     Workload,
     bound_batches,
-    compose_run,
     interpolated,
     length_grid,
     main,
@@ -19,6 +18,7 @@ from aotp.estimate import (
     sweep_override_lists,
 )
 from aotp.results.record import run_dir_name, run_id
+from aotp.run import compose
 from aotp.tasks.spec import TaskSpec
 
 
@@ -56,7 +56,7 @@ def test_interpolation_is_exact_on_the_grid_and_linear_between():
 
 
 def test_workload_without_files_uses_official_sizes_at_max_length():
-    cfg = compose_run(["model=tiny_bert", "task=glue/rte", "trainer.epochs=3", "trainer.batch_size=16",
+    cfg = compose(["model=tiny_bert", "task=glue/rte", "trainer.epochs=3", "trainer.batch_size=16",
                        "trainer.eval_batch_size=100", "data.max_length=128"])
     spec = TaskSpec.from_config(cfg.task)
     warnings: list[str] = []
@@ -66,10 +66,10 @@ def test_workload_without_files_uses_official_sizes_at_max_length():
     assert {length for _, length in workload.train_batches} == {128}
     assert workload.eval_batches == [(100, 128)] * 2 + [(77, 128)]
     assert workload.evaluations == 3 + 1 and workload.lengths_from == "max_length bound"
-    copa = compose_run(["model=tiny_bert", "task=superglue/copa", "trainer.batch_size=16", "data.max_length=64"])
+    copa = compose(["model=tiny_bert", "task=superglue/copa", "trainer.batch_size=16", "data.max_length=64"])
     copa_workload = run_workload(copa, TaskSpec.from_config(copa.task), None, True, warnings)
     assert copa_workload.train_batches[0] == (32, 64)  # 16 examples x 2 choices, each a sequence
-    record = compose_run(["model=tiny_bert", "task=superglue/record"])
+    record = compose(["model=tiny_bert", "task=superglue/record"])
     assert run_workload(record, TaskSpec.from_config(record.task), None, True, warnings) is None
     assert "superglue/record: left out" in warnings[0]
 
@@ -77,7 +77,7 @@ def test_workload_without_files_uses_official_sizes_at_max_length():
 def test_workload_from_files_matches_the_trainers_step_count(shared_data):
     from aotp.models.builders import build_backbone
 
-    cfg = compose_run(["model=tiny_bert", "task=glue/rte", f"data.root={shared_data}", "data.max_train_samples=50",
+    cfg = compose(["model=tiny_bert", "task=glue/rte", f"data.root={shared_data}", "data.max_train_samples=50",
                        "data.max_eval_samples=30", "trainer.batch_size=8", "trainer.epochs=2", "data.cache=false"])
     spec = TaskSpec.from_config(cfg.task)
     backbone = build_backbone(cfg.model)
@@ -106,7 +106,7 @@ def test_an_offline_hub_model_is_timed_with_random_weights_of_its_shape(monkeypa
 def test_estimate_reports_per_group_and_compares_with_records(tmp_path, shared_data, capsys):
     overrides = ["experiment=smoke_tiny", "task=glue/rte", "method=bitfit", "seed=1", "experiment.lr_index=0",
                  f"data.root={shared_data}", "data.cache=false"]
-    config = OmegaConf.to_container(compose_run(overrides), resolve=True)
+    config = OmegaConf.to_container(compose(overrides), resolve=True)
     record_dir = tmp_path / "runs" / run_dir_name(config, run_id(config))
     record_dir.mkdir(parents=True)
     (record_dir / "result.json").write_text(json.dumps({"status": "success", "wall_seconds": 12.0}))

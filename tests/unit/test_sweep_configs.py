@@ -25,11 +25,9 @@ SUPERGLUE = ["boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc"]
 
 
 def compose(overrides, hydra=False):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from aotp.run import compose as run_compose
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
+    return run_compose(overrides, return_hydra_config=hydra)
 
 
 def sweep_values(value: str) -> list[str]:
