@@ -7,6 +7,7 @@ are logged or which device runs them. One ``result.json`` per run is the source 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -63,12 +64,18 @@ def task_overrides(task: dict[str, Any]) -> dict[str, Any]:
     ``task.format_options.evidence_words=75``) changes the examples without a new version, so it
     enters the run id. A task without a shipped file contributes all of its fields.
     """
-    from omegaconf import OmegaConf
-
-    path = TASK_CONFIG_DIR / str(task.get("benchmark")) / f"{task.get('name')}.yaml"
-    shipped = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
+    shipped = shipped_task(str(task.get("benchmark")), str(task.get("name")))
     return {key: value for key, value in sorted(task.items())
             if key not in TASK_LAYOUT_FIELDS and shipped.get(key) != value}
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_task(benchmark: str, name: str) -> dict[str, Any]:
+    """The shipped task file as a plain dict (read once per process: sweeps compute many run ids)."""
+    from omegaconf import OmegaConf
+
+    path = TASK_CONFIG_DIR / benchmark / f"{name}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
 
 
 def run_id(config: dict[str, Any], length: int = 10) -> str:

@@ -217,8 +217,9 @@ def select_evidence(paragraph: str, query: str, budget_words: int) -> str:
 
     Score of a sentence = sum over content words w shared with ``query`` of 1 / df(w), where df(w) is
     the number of the paragraph's sentences containing w (a word the whole paragraph repeats says
-    little about which sentence is the evidence); ties keep the earlier sentence. Used where the sequence budget cannot hold the passage (MultiRC passages run to ~300
-    words; a 128-token window otherwise keeps only the first third, which rarely holds the evidence).
+    little about which sentence is the evidence); ties keep the earlier sentence. Used where the
+    sequence budget cannot hold the passage (MultiRC passages run to ~300 words; a 128-token window
+    otherwise keeps only the first third, which rarely holds the evidence).
     """
     sentences = [s for s in _SENTENCE_END.split(paragraph.strip()) if s]
     if sum(len(s.split()) for s in sentences) <= budget_words:
