@@ -1,12 +1,19 @@
 """Score a finished run on a labelled task: its own dev split(s), or a diagnostic set its task can score.
 
-    python -m aotp.evaluate run=<run dir> [task=glue/ax] [data.root=DIR] [output=DIR] [device=auto] [batch_size=N]
+    python -m aotp.evaluate run=<run dir> [task=glue/ax] [data.root=DIR] [data.max_eval_samples=N|null]
+                            [output=DIR] [device=auto] [batch_size=N]
 
 The run is rebuilt from its record: the config in ``result.json`` gives the backbone
 (:func:`aotp.models.build_backbone`), the head (:class:`aotp.models.TaskModel` for the trained task) and
 the method (:func:`aotp.methods.build_method`, then ``apply``); ``trainable.safetensors`` is loaded with
 ``method.load_trainable_state_dict``. Without ``task=`` the run's own task is scored on its eval
-split(s) with the run's data settings, which reproduces the record's dev metrics.
+split(s) with the run's data settings, which reproduces the record's dev metrics;
+``data.max_eval_samples=null`` scores the whole split instead (a run trained and selected on a dev
+subset, then reported on all of dev), ``=N`` a seeded N-example subset.
+
+Beside the model's metrics the summary gives the task's best constant prediction scored on exactly
+the same examples (:func:`aotp.tasks.baselines.constant_baselines`: the majority class, or for
+MultiRC "always true"), the bar a trained model must clear.
 
 Diagnostics (``glue/ax``, ``superglue/axb``, ``superglue/axg``) have no train split; their spec names
 the trained tasks that may score them (``diagnostic.scored_with``: MNLI for AX, RTE for AX-b/AX-g).
@@ -30,9 +37,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] [output=DIR] "
-         "[device=auto|cpu|cuda] [batch_size=N]")
-ARGUMENTS = ("run", "task", "data.root", "output", "device", "batch_size")
+USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
+         "[data.max_eval_samples=N|null] [output=DIR] [device=auto|cpu|cuda] [batch_size=N]")
+ARGUMENTS = ("run", "task", "data.root", "data.max_eval_samples", "output", "device", "batch_size")
+# The run's own eval subset (its ``data.max_eval_samples``) unless the caller overrides it.
+RUN_SETTING = object()
 
 
 class RunError(ValueError):
@@ -154,10 +163,14 @@ def split_scores(loaded: LoadedRun, spec, split: str, root: Optional[Path], *, l
 
 def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_override: Optional[str] = None,
                  output: Optional[Path | str] = None, device: str = "auto", batch_size: Optional[int] = None,
-                 loaded: Optional[LoadedRun] = None) -> dict[str, Any]:
-    """Score ``task`` (default: the run's own task) on its labelled eval split(s); returns the summary."""
+                 loaded: Optional[LoadedRun] = None, max_eval_samples: Any = RUN_SETTING) -> dict[str, Any]:
+    """Score ``task`` (default: the run's own task) on its labelled eval split(s); returns the summary.
+
+    ``max_eval_samples``: examples per split for the run's own task (None: all; default: as the run
+    was evaluated); a diagnostic set is always scored whole."""
     from aotp.metrics import compute_metrics, main_metric_value
     from aotp.results.record import write_json_atomic
+    from aotp.tasks.baselines import constant_baselines
     from aotp.tasks.formatting import FORMATTERS
 
     loaded = loaded or load_run(run_dir, device)
@@ -165,16 +178,22 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
     mapping = label_mapping(loaded.spec, spec, loaded.run_dir)
     root = data_root(loaded, data_root_override)
     own_task = mapping is None
-    limit = (loaded.config.get("data") or {}).get("max_eval_samples") if own_task else None
+    if not own_task:
+        limit = None
+    elif max_eval_samples is RUN_SETTING:
+        limit = (loaded.config.get("data") or {}).get("max_eval_samples")
+    else:
+        limit = max_eval_samples
     batch = int(batch_size or (loaded.config.get("trainer") or {}).get("eval_batch_size") or 128)
     out_dir = Path(output) if output else loaded.run_dir / "evaluations"
     stem = f"{spec.benchmark}-{spec.name}"
     formatter = FORMATTERS.get(spec.formatter)
     metrics: dict[str, float] = {}
-    sizes, prediction_files = {}, {}
+    sizes, prediction_files, scored_examples = {}, {}, {}
     for split in spec.eval_splits:
         split_data, scores = split_scores(loaded, spec, split, root, labelled=True, limit=limit, mapping=mapping,
                                           batch_size=batch)
+        scored_examples[split] = split_data.examples
         formatted = formatter.predictions(spec, split_data.examples, scores)
         values = compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
                                  groups=formatted.get("groups"))
@@ -185,11 +204,14 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
         write_prediction_lines(path, formatted)
         prediction_files[split] = str(path)
     metrics["main"] = float(main_metric_value(metrics, spec.main_metric))
+    baseline = constant_baselines(spec, root, splits=scored_examples)
     summary = {"task": spec.full_name, "task_version": spec.version, "run_dir": str(loaded.run_dir),
                "run_id": loaded.record.get("run_id"), "trained_task": loaded.spec.full_name,
                "label_mapping": None if mapping is None else
                {name: loaded.spec.label_names[column] for name, column in zip(spec.label_names, mapping)},
-               "metrics": metrics, "data": sizes, "data_root": str(root) if root else None,
+               "metrics": metrics, "data": sizes, "max_eval_samples": limit,
+               "constant_baseline": {"prediction": baseline["best"], "metrics": baseline["best_metrics"]},
+               "data_root": str(root) if root else None,
                "predictions": prediction_files, "summary_file": str(out_dir / f"{stem}.json")}
     write_json_atomic(out_dir / f"{stem}.json", summary)
     return summary
@@ -251,13 +273,35 @@ def cli(action, argv: Optional[list[str]] = None, usage: str = USAGE) -> int:
     return 0
 
 
+def parse_sample_limit(value: str) -> Optional[int]:
+    """``data.max_eval_samples=`` value: a positive integer, or ``null``/``none``/``all`` for the whole split."""
+    if value.strip().lower() in ("null", "none", "all"):
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise RunError(f"data.max_eval_samples={value!r}: expected a positive integer, or null for the whole split")
+    return limit
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return f"main={metrics['main']:.4f} (" + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "main") + ")"
+
+
 def _evaluate_action(args: dict[str, str]) -> None:
+    options = {}
+    if "data.max_eval_samples" in args:
+        options["max_eval_samples"] = parse_sample_limit(args["data.max_eval_samples"])
     summary = evaluate_run(args["run"], task=args.get("task"), data_root_override=args.get("data.root"),
                            output=args.get("output"), device=args.get("device", "auto"),
-                           batch_size=int(args["batch_size"]) if args.get("batch_size") else None)
+                           batch_size=int(args["batch_size"]) if args.get("batch_size") else None, **options)
     mapping = f" (labels mapped from {summary['trained_task']})" if summary["label_mapping"] else ""
-    print(f"{summary['task']} scored with run {summary['run_dir']}{mapping}: main={summary['metrics']['main']:.4f} "
-          f"(" + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items() if k != "main") + ")")
+    print(f"{summary['task']} scored with run {summary['run_dir']}{mapping}: {_metrics_text(summary['metrics'])}")
+    baseline = summary["constant_baseline"]
+    print(f"Constant baseline on the same examples (always {baseline['prediction']!r}): "
+          f"{_metrics_text(baseline['metrics'])}")
     print(f"Scored {summary['data']}; summary: {summary['summary_file']}")
 
 

@@ -92,6 +92,23 @@ def test_evaluate_rebuilds_the_run_and_reproduces_its_dev_metrics(task, runs, tm
     assert summary["label_mapping"] is None and (tmp_path / f"{task.replace('/', '-')}.json").is_file()
 
 
+def test_evaluate_on_another_eval_subset_reports_the_constant_baseline_on_the_same_examples(runs, tmp_path):
+    from aotp.tasks.baselines import constant_baselines
+
+    run_dir = runs["glue/rte"]["run_dir"]
+    spec, full_size = load_spec("glue/rte"), fixture_size("glue/rte", "validation")
+    whole = evaluate_run(run_dir, output=tmp_path / "whole", max_eval_samples=None)
+    assert whole["data"] == {"validation": full_size} and whole["max_eval_samples"] is None
+    expected = constant_baselines(spec, FIXTURE_DATA)
+    assert whole["constant_baseline"] == {"prediction": expected["best"], "metrics": expected["best_metrics"]}
+    part = evaluate_run(run_dir, output=tmp_path / "part", max_eval_samples=3)
+    assert part["data"] == {"validation": 3} and part["max_eval_samples"] == 3
+    rows = [json.loads(line) for line in open(part["predictions"]["validation"])]
+    labels = [row["label"] for row in rows]
+    majority = max(set(labels), key=lambda label: (labels.count(label), -label))
+    assert part["constant_baseline"]["metrics"]["accuracy"] == pytest.approx(labels.count(majority) / 3)
+
+
 @pytest.mark.parametrize("diagnostic", sorted(DIAGNOSTICS))
 def test_diagnostic_is_scored_with_a_trained_run(diagnostic, runs):
     spec = load_spec(diagnostic)
@@ -176,7 +193,14 @@ def test_cli_evaluate_prints_metrics_and_refuses_with_exit_2(runs, capsys):
     err = capsys.readouterr().err
     assert err.startswith("Error: run ") and "task glue/ax is scored with a run of glue/mnli" in err
     assert main(["run_dir=x"]) == 2
-    assert "unknown argument 'run_dir'; valid: run, task, data.root, output, device, batch_size" in capsys.readouterr().err
+    assert ("unknown argument 'run_dir'; valid: run, task, data.root, data.max_eval_samples, output, device, "
+            "batch_size") in capsys.readouterr().err
+    for bad in ("0", "abc"):
+        assert main([f"run={runs['glue/rte']['run_dir']}", f"data.max_eval_samples={bad}"]) == 2
+        assert (f"data.max_eval_samples={bad!r}: expected a positive integer, or null for the whole split"
+                in capsys.readouterr().err)
+    assert main([f"run={runs['glue/rte']['run_dir']}", "data.max_eval_samples=null"]) == 0
+    assert "Constant baseline on the same examples (always " in capsys.readouterr().out
     assert main(["task=glue/ax"]) == 2 and "missing run=" in capsys.readouterr().err
     assert main([f"run={runs['glue/mnli']['run_dir']}", "task=glue/axx"]) == 2
     assert "Unknown task 'glue/axx'" in capsys.readouterr().err
