@@ -13,7 +13,9 @@ subset, then reported on all of dev), ``=N`` a seeded N-example subset.
 
 Beside the model's metrics the summary gives the task's best constant prediction scored on exactly
 the same examples (:func:`aotp.tasks.baselines.constant_baselines`: the majority class, or for
-MultiRC "always true"), the bar a trained model must clear.
+MultiRC "always true"), the bar a trained model must clear, and how clearly the model clears it: the
+main-metric difference with a 95% paired-bootstrap interval over the dev units (examples; MultiRC
+questions) and the fraction of resamples without a gain (:func:`aotp.metrics.bootstrap.paired_bootstrap`).
 
 Diagnostics (``glue/ax``, ``superglue/axb``, ``superglue/axg``) have no train split; their spec names
 the trained tasks that may score them (``diagnostic.scored_with``: MNLI for AX, RTE for AX-b/AX-g).
@@ -40,6 +42,7 @@ import numpy as np
 USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
          "[data.max_eval_samples=N|null] [output=DIR] [device=auto|cpu|cuda] [batch_size=N]")
 ARGUMENTS = ("run", "task", "data.root", "data.max_eval_samples", "output", "device", "batch_size")
+BOOTSTRAP_DRAWS = 1000
 # The run's own eval subset (its ``data.max_eval_samples``) unless the caller overrides it.
 RUN_SETTING = object()
 
@@ -170,7 +173,8 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
     was evaluated); a diagnostic set is always scored whole."""
     from aotp.metrics import compute_metrics, main_metric_value
     from aotp.results.record import write_json_atomic
-    from aotp.tasks.baselines import constant_baselines
+    from aotp.metrics.bootstrap import paired_bootstrap
+    from aotp.tasks.baselines import constant_baselines, constant_scores
     from aotp.tasks.formatting import FORMATTERS
 
     loaded = loaded or load_run(run_dir, device)
@@ -189,12 +193,13 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
     stem = f"{spec.benchmark}-{spec.name}"
     formatter = FORMATTERS.get(spec.formatter)
     metrics: dict[str, float] = {}
-    sizes, prediction_files, scored_examples = {}, {}, {}
+    sizes, prediction_files, scored_examples, model_predictions = {}, {}, {}, {}
     for split in spec.eval_splits:
         split_data, scores = split_scores(loaded, spec, split, root, labelled=True, limit=limit, mapping=mapping,
                                           batch_size=batch)
         scored_examples[split] = split_data.examples
         formatted = formatter.predictions(spec, split_data.examples, scores)
+        model_predictions[split] = formatted
         values = compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
                                  groups=formatted.get("groups"))
         prefix = f"{split}/" if len(spec.eval_splits) > 1 else ""
@@ -205,12 +210,17 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
         prediction_files[split] = str(path)
     metrics["main"] = float(main_metric_value(metrics, spec.main_metric))
     baseline = constant_baselines(spec, root, splits=scored_examples)
+    pairs = {split: (model_predictions[split],
+                     formatter.predictions(spec, examples, constant_scores(spec, examples, baseline["best_index"])))
+             for split, examples in scored_examples.items()}
+    gain = paired_bootstrap(spec.metrics, spec.main_metric, pairs, draws=BOOTSTRAP_DRAWS)
     summary = {"task": spec.full_name, "task_version": spec.version, "run_dir": str(loaded.run_dir),
                "run_id": loaded.record.get("run_id"), "trained_task": loaded.spec.full_name,
                "label_mapping": None if mapping is None else
                {name: loaded.spec.label_names[column] for name, column in zip(spec.label_names, mapping)},
                "metrics": metrics, "data": sizes, "max_eval_samples": limit,
                "constant_baseline": {"prediction": baseline["best"], "metrics": baseline["best_metrics"]},
+               "gain_over_constant": gain,
                "data_root": str(root) if root else None,
                "predictions": prediction_files, "summary_file": str(out_dir / f"{stem}.json")}
     write_json_atomic(out_dir / f"{stem}.json", summary)
@@ -302,6 +312,11 @@ def _evaluate_action(args: dict[str, str]) -> None:
     baseline = summary["constant_baseline"]
     print(f"Constant baseline on the same examples (always {baseline['prediction']!r}): "
           f"{_metrics_text(baseline['metrics'])}")
+    gain = summary["gain_over_constant"]
+    print(f"Gain in main over it: {gain['delta']:+.4f} (95% paired-bootstrap interval "
+          f"[{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}] over {' + '.join(map(str, gain['units'].values()))} "
+          f"resampled dev units, "
+          f"{gain['draws']} draws; no gain in {gain['p_not_better']:.1%} of them)")
     print(f"Scored {summary['data']}; summary: {summary['summary_file']}")
 
 

@@ -35,7 +35,8 @@ def constant_scores(spec: TaskSpec, examples: list[dict[str, Any]], k: int) -> n
 
 
 def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[dict[str, list]] = None) -> dict[str, Any]:
-    """``{"constants": {label: metrics}, "best": label, "best_metrics": metrics}`` over the eval split(s).
+    """``{"constants": {label: metrics}, "best": label, "best_index": k, "best_metrics": metrics}`` over the
+    eval split(s); ``constant_scores(spec, examples, best_index)`` reproduces the best constant's scores.
 
     ``splits`` (split -> formatted examples) skips loading; otherwise the eval splits are read from ``root``.
     """
@@ -64,7 +65,8 @@ def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[di
         constants[name] = metrics
     higher = main_metric_higher_is_better(spec.main_metric)
     best = (max if higher else min)(constants, key=lambda name: constants[name]["main"])
-    return {"task": spec.full_name, "constants": constants, "best": best, "best_metrics": constants[best],
+    return {"task": spec.full_name, "constants": constants, "best": best, "best_index": labels[names.index(best)],
+            "best_metrics": constants[best],
             "sizes": {split: len(examples) for split, examples in splits.items()}}
 
 

@@ -107,6 +107,14 @@ def test_evaluate_on_another_eval_subset_reports_the_constant_baseline_on_the_sa
     labels = [row["label"] for row in rows]
     majority = max(set(labels), key=lambda label: (labels.count(label), -label))
     assert part["constant_baseline"]["metrics"]["accuracy"] == pytest.approx(labels.count(majority) / 3)
+    gain = part["gain_over_constant"]
+    assert gain["delta"] == pytest.approx(part["metrics"]["main"] - part["constant_baseline"]["metrics"]["main"])
+    assert gain["units"] == {"validation": 3} and gain["ci95"][0] <= gain["delta"] <= gain["ci95"][1]
+    grouped = evaluate_run(runs["superglue/multirc"]["run_dir"], output=tmp_path / "multirc")
+    questions = {tuple(e["group"]) for e in _examples("superglue/multirc", "validation")}
+    assert grouped["gain_over_constant"]["units"] == {"validation": len(questions)}
+    assert grouped["constant_baseline"]["prediction"] == \
+        constant_baselines(load_spec("superglue/multirc"), FIXTURE_DATA)["best"]
 
 
 @pytest.mark.parametrize("diagnostic", sorted(DIAGNOSTICS))
@@ -200,7 +208,8 @@ def test_cli_evaluate_prints_metrics_and_refuses_with_exit_2(runs, capsys):
         assert (f"data.max_eval_samples={bad!r}: expected a positive integer, or null for the whole split"
                 in capsys.readouterr().err)
     assert main([f"run={runs['glue/rte']['run_dir']}", "data.max_eval_samples=null"]) == 0
-    assert "Constant baseline on the same examples (always " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Constant baseline on the same examples (always " in out and "95% paired-bootstrap interval" in out
     assert main(["task=glue/ax"]) == 2 and "missing run=" in capsys.readouterr().err
     assert main([f"run={runs['glue/mnli']['run_dir']}", "task=glue/axx"]) == 2
     assert "Unknown task 'glue/axx'" in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""Paired bootstrap of a main-metric gain (aotp.metrics.bootstrap): known distributions, whole-group
+resampling for grouped metrics, split prefixes, determinism and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aotp.metrics import compute_metrics
+from aotp.metrics.bootstrap import paired_bootstrap
+
+
+def formatted(predictions, references, groups=None):
+    return {"predictions": np.asarray(predictions), "references": list(references), "groups": groups}
+
+
+def test_identical_predictors_gain_nothing():
+    references = [0, 1, 1, 0, 1]
+    same = formatted([0, 1, 0, 0, 1], references)
+    result = paired_bootstrap(["accuracy"], ["accuracy"], {"validation": (same, same)}, draws=200)
+    assert result["delta"] == 0 and result["ci95"] == [0.0, 0.0] and result["p_not_better"] == 1.0
+    assert result["units"] == {"validation": 5} and result["draws"] == 200
+
+
+def test_always_right_against_always_wrong_is_a_sure_gain_of_one():
+    references = [0, 1] * 20
+    right, wrong = formatted(references, references), formatted([1 - r for r in references], references)
+    result = paired_bootstrap(["accuracy"], ["accuracy"], {"validation": (right, wrong)}, draws=300)
+    assert result["delta"] == 1.0 and result["ci95"] == [1.0, 1.0] and result["p_not_better"] == 0.0
+
+
+def test_gain_interval_matches_the_binomial_spread_of_accuracy():
+    # A is right on 60 of 100 examples where B is wrong, wrong on 20 where B is right, tied on 20:
+    # delta = 0.4, per-example differences d in {+1 (60), -1 (20), 0 (20)}, sd(mean d) = sqrt(var(d)/100).
+    references = np.zeros(100, dtype=int)
+    a = np.array([0] * 60 + [1] * 20 + [0] * 20)
+    b = np.array([1] * 60 + [0] * 20 + [0] * 20)
+    result = paired_bootstrap(["accuracy"], ["accuracy"], {"v": (formatted(a, references), formatted(b, references))},
+                              draws=2000, seed=1)
+    d = (a == references).astype(float) - (b == references).astype(float)
+    standard_error = d.std() / np.sqrt(len(d))
+    assert result["delta"] == pytest.approx(0.4)
+    assert result["ci95"][0] == pytest.approx(0.4 - 1.96 * standard_error, abs=0.03)
+    assert result["ci95"][1] == pytest.approx(0.4 + 1.96 * standard_error, abs=0.03)
+    assert result["p_not_better"] == 0.0
+
+
+def test_groups_are_resampled_whole_and_each_drawn_copy_is_its_own_group():
+    # Three questions of two answer options; B (always true) gets only question 1 exactly right.
+    references = [0, 1, 1, 1, 1, 0]
+    groups = [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2)]
+    a = formatted(references, references, groups)
+    b = formatted([1] * 6, references, groups)
+    result = paired_bootstrap(["multirc_em"], ["multirc_em"], {"validation": (a, b)}, draws=500, seed=0,
+                              return_samples=True)
+    assert result["units"] == {"validation": 3}
+    assert result["delta"] == pytest.approx(2 / 3)
+    # A is always exactly right; B's EM on a resample is (copies of question 1 drawn) / 3. Had the copies
+    # been merged into one group, draws like [q1, q1, q0] would give 1 - 1/2, not a multiple of 1/3.
+    allowed = np.array([1.0, 2 / 3, 1 / 3, 0.0])
+    assert all(np.isclose(allowed, value).any() for value in result["samples"])
+    assert result["p_not_better"] == pytest.approx(1 / 27, abs=0.03)  # all three draws question 1
+
+
+def test_two_splits_average_into_the_main_metric_with_prefixed_keys():
+    references = [0, 1, 0, 1]
+    perfect, constant = formatted(references, references), formatted([0, 0, 0, 0], references)
+    splits = {"validation_matched": (perfect, constant), "validation_mismatched": (constant, constant)}
+    main = ["validation_matched/accuracy"]
+    result = paired_bootstrap(["accuracy"], main, splits, draws=50)
+    assert result["delta"] == pytest.approx(0.5) and result["units"] == {"validation_matched": 4,
+                                                                         "validation_mismatched": 4}
+    both = paired_bootstrap(["accuracy"], main + ["validation_mismatched/accuracy"], splits, draws=50)
+    assert both["delta"] == pytest.approx(0.25)
+
+
+def test_the_same_seed_gives_the_same_result_and_delta_is_the_full_sample_difference():
+    references = [0, 1, 1, 0, 1, 0, 0, 1]
+    a, b = formatted([0, 1, 1, 0, 1, 1, 0, 1], references), formatted([1, 1, 0, 0, 1, 1, 1, 1], references)
+    first = paired_bootstrap(["accuracy"], ["accuracy"], {"v": (a, b)}, draws=100, seed=7)
+    assert first == paired_bootstrap(["accuracy"], ["accuracy"], {"v": (a, b)}, draws=100, seed=7)
+    assert first["delta"] == pytest.approx(compute_metrics(["accuracy"], a["predictions"], references)["accuracy"]
+                                           - compute_metrics(["accuracy"], b["predictions"], references)["accuracy"])
+
+
+def test_mismatched_predictors_and_no_draws_are_refused():
+    a, b = formatted([0, 1], [0, 1]), formatted([0, 1, 1], [0, 1, 1])
+    with pytest.raises(ValueError, match="split v: the two predictors were scored on different examples"):
+        paired_bootstrap(["accuracy"], ["accuracy"], {"v": (a, b)})
+    with pytest.raises(ValueError, match="draws must be >= 1, got 0"):
+        paired_bootstrap(["accuracy"], ["accuracy"], {"v": (a, a)}, draws=0)
