@@ -27,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aotp.results.record import SCHEMA_VERSION, environment, read_record, run_dir_name, run_id, write_json_atomic
+from aotp.results.record import (SCHEMA_VERSION, environment, git_info, read_record, run_dir_name, run_id,
+                                 write_json_atomic)
 
 log = logging.getLogger("aotp.run")
 
@@ -111,14 +112,18 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
             "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
             "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
     started = time.time()
+    # The code that runs is the code imported now: the commit state is taken at the start, so edits or
+    # commits made while a long run trains do not end up in its record.
+    git_at_start = git_info()
     loggers = None
     try:
         record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config)
-        record = {**base, **record, "status": "success", "wall_seconds": time.time() - started}
+        record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
+                  "wall_seconds": time.time() - started}
         (run_dir / "checkpoint").exists() and shutil.rmtree(run_dir / "checkpoint")
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                  "traceback": traceback.format_exc(), "wall_seconds": time.time() - started, "env": environment()}
+                  "traceback": traceback.format_exc(), "wall_seconds": time.time() - started, "env": environment(git=git_at_start)}
         write_json_atomic(record_path, record)
         if loggers is not None:
             loggers.finish(record)

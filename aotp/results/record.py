@@ -16,7 +16,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 # Config keys that do not change results; everything else is part of the run id.
@@ -110,11 +110,12 @@ def package_versions(names=("aotp", "torch", "transformers", "adapters", "datase
     return versions
 
 
-def environment(device=None) -> dict[str, Any]:
+def environment(device=None, git: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Where a run ran. ``git``: the commit state taken when the run started (default: now)."""
     import torch
 
     info = {
-        "git": git_info(),
+        "git": git if git is not None else git_info(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),

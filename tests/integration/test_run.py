@@ -85,3 +85,18 @@ def test_kill_minus_nine_then_resume_matches_uninterrupted_run(shared_data, tmp_
     assert record["run_id"] == reference["run_id"]
     assert record["metrics"] == reference["metrics"]
     assert record["selection"]["history"] == reference["selection"]["history"]
+
+
+def test_record_keeps_the_commit_state_taken_when_the_run_started(shared_data, tmp_path, monkeypatch):
+    """A commit or edit made while a long run trains must not be credited with the run's results."""
+    from aotp import run as run_module
+    from aotp.results import record as record_module
+    from tests.helpers import compose
+
+    monkeypatch.setattr(run_module, "git_info", lambda: {"sha": "a" * 40, "dirty": False})  # at the start
+    monkeypatch.setattr(record_module, "git_info", lambda: {"sha": "b" * 40, "dirty": True})  # any later call
+    cfg = compose(["model=tiny_bert", f"data.root={shared_data}", f"paths.results={tmp_path}", "trainer.max_steps=2",
+                   f"paths.cache={tmp_path / 'cache'}", *FAST])
+    record = run_module.execute(cfg)
+    assert record["status"] == "success" and record["env"]["git"] == {"sha": "a" * 40, "dirty": False}
+    assert only_record(tmp_path)[0]["env"]["git"] == {"sha": "a" * 40, "dirty": False}
