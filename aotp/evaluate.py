@@ -172,8 +172,8 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
     ``max_eval_samples``: examples per split for the run's own task (None: all; default: as the run
     was evaluated); a diagnostic set is always scored whole."""
     from aotp.metrics import compute_metrics, main_metric_value
-    from aotp.results.record import write_json_atomic
     from aotp.metrics.bootstrap import paired_bootstrap
+    from aotp.results.record import write_json_atomic
     from aotp.tasks.baselines import constant_baselines, constant_scores
     from aotp.tasks.formatting import FORMATTERS
 
@@ -315,8 +315,7 @@ def _evaluate_action(args: dict[str, str]) -> None:
     gain = summary["gain_over_constant"]
     print(f"Gain in main over it: {gain['delta']:+.4f} (95% paired-bootstrap interval "
           f"[{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}] over {' + '.join(map(str, gain['units'].values()))} "
-          f"resampled dev units, "
-          f"{gain['draws']} draws; no gain in {gain['p_not_better']:.1%} of them)")
+          f"resampled dev units, {gain['draws']} draws; no gain in {gain['p_not_better']:.1%} of them)")
     print(f"Scored {summary['data']}; summary: {summary['summary_file']}")
 
 

@@ -123,7 +123,8 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         (run_dir / "checkpoint").exists() and shutil.rmtree(run_dir / "checkpoint")
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                  "traceback": traceback.format_exc(), "wall_seconds": time.time() - started, "env": environment(git=git_at_start)}
+                  "traceback": traceback.format_exc(), "wall_seconds": time.time() - started,
+                  "env": environment(git=git_at_start)}
         write_json_atomic(record_path, record)
         if loggers is not None:
             loggers.finish(record)
