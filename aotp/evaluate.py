@@ -96,7 +96,8 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
         torch.set_num_threads(int(threads))
     spec = TaskSpec.from_config(config["task"])
     backbone = build_backbone(config["model"])
-    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(config["seed"]))
+    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(config["seed"]),
+                      pair_encoding=str((config.get("data") or {}).get("pair_encoding") or "cross"))
     method = build_method(config["method"])
     method.apply(model)
     method.load_trainable_state_dict(model, load_file(str(weights)))
@@ -157,7 +158,8 @@ def split_scores(loaded: LoadedRun, spec, split: str, root: Optional[Path], *, l
     split_data = load_split(spec, split, loaded.tokenizer, root, labelled=labelled, limit=limit,
                             seed=int(data_cfg.get("subset_seed", 0)),
                             max_length=int(data_cfg.get("max_length") or spec.max_length),
-                            uses_token_type_ids=loaded.uses_token_type_ids, cache_dir=Path(cache) if cache else None)
+                            uses_token_type_ids=loaded.uses_token_type_ids, cache_dir=Path(cache) if cache else None,
+                            pair_encoding=loaded.model.pair_encoding)
     scores = predict_scores(loaded.model, split_data, loaded.collator, batch_size, loaded.device)
     if mapping is not None:
         scores = scores[:, mapping]

@@ -85,6 +85,16 @@ def validate(cfg: DictConfig):
     spec = TaskSpec.from_config(cfg.task)
     if spec.train_split is None:  # a diagnostic set: scored by aotp.evaluate with a trained run, never trained
         raise ConfigError(spec.not_trainable_message())
+    pair_encoding = cfg.data.get("pair_encoding") or "cross"
+    if pair_encoding not in ("cross", "siamese"):
+        raise ConfigError(f"data.pair_encoding={pair_encoding!r}; valid: cross, siamese")
+    if pair_encoding == "siamese":
+        if spec.head == "multiple_choice" or spec.formatter != "fields" or len(spec.text_fields or ()) != 2:
+            raise ConfigError(f"data.pair_encoding=siamese needs a sentence-pair task (two text_fields); "
+                              f"{spec.full_name} is not one (use data.pair_encoding=cross)")
+        if cfg.method.name.startswith("aot"):
+            raise ConfigError(f"method={cfg.method.name} serves cross-encoded tasks only; data.pair_encoding=siamese "
+                              f"is supported by full_ft, bitfit, lora, adapters and ptuning_v2")
     if cfg.data.get("root"):
         root = Path(cfg.data.root)
         if not root.is_dir():
@@ -169,7 +179,8 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     set_seed(int(cfg.seed))
     loggers = build_loggers(cfg, run_dir, identifier, config)
     backbone = build_backbone(cfg.model)
-    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(cfg.seed))
+    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(cfg.seed),
+                      pair_encoding=str(cfg.data.get("pair_encoding") or "cross"))
     method.apply(model)
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()),

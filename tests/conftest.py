@@ -23,9 +23,9 @@ torch.set_num_threads(1)  # the machines are 2-core and shared; tests stay singl
 
 
 def make_tiny_task_model(family: str, head_type: str = "classification", num_labels: int = 2, seed: int = 0,
-                         **sizes) -> TaskModel:
+                         pair_encoding: str = "cross", **sizes) -> TaskModel:
     backbone = build_backbone({"source": "tiny", "name": f"tiny_{family}", "family": family, **sizes})
-    return TaskModel(backbone, head_type, num_labels, seed=seed)
+    return TaskModel(backbone, head_type, num_labels, seed=seed, pair_encoding=pair_encoding)
 
 
 def tiny_batch(model: TaskModel, texts_a, texts_b=None, tokenizer=None):

@@ -40,6 +40,10 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
         if key in NON_SEMANTIC and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in NON_SEMANTIC[key]}
         semantic[key] = value
+    data = semantic.get("data")
+    if isinstance(data, dict) and data.get("pair_encoding", "cross") == "cross":
+        # data.pair_encoding came later; at its default it leaves the ids of earlier runs unchanged.
+        semantic["data"] = {k: v for k, v in data.items() if k != "pair_encoding"}
     if isinstance(semantic.get("task"), dict):  # a task is identified by name + version, not its file layout
         task = semantic["task"]
         semantic["task"] = {"benchmark": task.get("benchmark"), "name": task.get("name"), "version": task.get("version"),

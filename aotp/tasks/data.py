@@ -101,11 +101,34 @@ def _key(group: Any) -> Any:
     return tuple(group) if isinstance(group, list) else group
 
 
-def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_token_type_ids: bool) -> list[dict[str, Any]]:
-    """Token ids per example; multiple-choice examples get one sequence per choice."""
+PAIR_ENCODINGS = ("cross", "siamese")
+
+
+def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_token_type_ids: bool,
+             pair_encoding: str = "cross") -> list[dict[str, Any]]:
+    """Token ids per example; multiple-choice examples get one sequence per choice.
+
+    ``pair_encoding="siamese"`` tokenises the two sentences of a pair as two separate sequences
+    (each ``[CLS] s [SEP]``, at most ``max_length`` tokens), stored like two choices; the model
+    encodes them separately (:class:`aotp.models.TaskModel`).
+    """
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(f"data.pair_encoding={pair_encoding!r}; valid: {', '.join(PAIR_ENCODINGS)}")
+    siamese = pair_encoding == "siamese"
+    if siamese:
+        if any(example.get("choices") for example in examples):
+            raise ValueError("data.pair_encoding=siamese needs sentence-pair examples; this task's examples are "
+                             "multiple choice (use data.pair_encoding=cross)")
+        if any(len(example["text"]) != 2 for example in examples):
+            raise ValueError("data.pair_encoding=siamese needs sentence-pair examples; this task has single "
+                             "sentences (use data.pair_encoding=cross)")
     flat_texts, owners = [], []
     for position, example in enumerate(examples):
-        for text in example.get("choices") or [example["text"]]:
+        if siamese:
+            texts = [(example["text"][0],), (example["text"][1],)]
+        else:
+            texts = example.get("choices") or [example["text"]]
+        for text in texts:
             flat_texts.append(text)
             owners.append(position)
     firsts = [t[0] for t in flat_texts]
@@ -120,7 +143,7 @@ def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_to
         if uses_token_type_ids:
             features[owner]["token_type_ids"].append(encoded["token_type_ids"][row])
     for feature, example in zip(features, examples):
-        if not example.get("choices"):  # single sequence: unwrap the one-element list
+        if not (siamese or example.get("choices")):  # single sequence: unwrap the one-element list
             feature["input_ids"] = feature["input_ids"][0]
             feature["token_type_ids"] = feature["token_type_ids"][0] if uses_token_type_ids else None
         elif not uses_token_type_ids:
@@ -130,10 +153,13 @@ def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_to
 
 
 def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, labelled: bool, limit: Optional[int],
-               seed: int, max_length: int, uses_token_type_ids: bool, cache_dir: Optional[Path]) -> SplitData:
+               seed: int, max_length: int, uses_token_type_ids: bool, cache_dir: Optional[Path],
+               pair_encoding: str = "cross") -> SplitData:
     key_material = json.dumps([spec.full_name, spec.version, spec.fingerprint(), split, labelled,
                                source_fingerprint(spec, split, root), tokenizer_fingerprint(tokenizer), max_length,
-                               uses_token_type_ids, limit, seed])
+                               uses_token_type_ids, limit, seed]
+                              # appended only when set, so the caches of cross-encoded runs keep their keys
+                              + ([pair_encoding] if pair_encoding != "cross" else []))
     key = hashlib.sha1(key_material.encode()).hexdigest()[:20]
     cache_file = Path(cache_dir) / "tokenized" / f"{spec.benchmark}-{spec.name}-{split}-{key}.pt" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
@@ -143,7 +169,7 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
     records = load_raw_records(spec, split, root)
     examples = FORMATTERS.get(spec.formatter).format(spec, records, labelled)
     examples = subset(examples, limit, seed)
-    features = tokenize(examples, tokenizer, max_length, uses_token_type_ids)
+    features = tokenize(examples, tokenizer, max_length, uses_token_type_ids, pair_encoding)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
@@ -165,7 +191,8 @@ def load_task_data(spec: TaskSpec, tokenizer, data_cfg, *, uses_token_type_ids: 
         data.splits[split] = load_split(
             spec, split, tokenizer, root, labelled=split not in spec.test_splits, limit=limit,
             seed=int(data_cfg.get("subset_seed", 0)), max_length=max_length,
-            uses_token_type_ids=uses_token_type_ids, cache_dir=cache_dir)
+            uses_token_type_ids=uses_token_type_ids, cache_dir=cache_dir,
+            pair_encoding=str(data_cfg.get("pair_encoding") or "cross"))
     return data
 
 

@@ -213,3 +213,26 @@ def test_cli_evaluate_prints_metrics_and_refuses_with_exit_2(runs, capsys):
     assert main(["task=glue/ax"]) == 2 and "missing run=" in capsys.readouterr().err
     assert main([f"run={runs['glue/mnli']['run_dir']}", "task=glue/axx"]) == 2
     assert "Unknown task 'glue/axx'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["full_ft", "lora"])
+def test_siamese_pair_encoding_trains_evaluates_and_predicts(method, tmp_path):
+    from aotp.run import execute
+
+    cfg = compose(["model=tiny_bert", f"method={method}", "task=glue/stsb", "data.pair_encoding=siamese",
+                   "trainer.max_steps=5", f"data.root={FIXTURE_DATA}", f"paths.results={tmp_path / 'runs'}",
+                   f"paths.cache={tmp_path / 'cache'}", "trainer.progress=false", "logger=jsonl"])
+    record = execute(cfg)
+    assert record["status"] == "success" and record["config"]["data"]["pair_encoding"] == "siamese"
+    d = 32  # tiny_bert's width: the siamese regression head is W_out [u; v; |u - v|] + b_out
+    assert record["params"]["expected_trainable"] == record["params"]["trainable"]
+    if method == "full_ft":
+        assert record["params"]["trainable"] == record["params"]["total"]
+    summary = evaluate_run(record["run_dir"], output=tmp_path / "evaluation")
+    expected = {k: v for k, v in record["metrics"].items() if k != "best_step"}
+    assert summary["metrics"] == pytest.approx(expected, abs=1e-6)
+    loaded = load_run(record["run_dir"])
+    assert loaded.model.pair_encoding == "siamese"
+    assert sum(p.numel() for p in loaded.model.head.parameters()) == 3 * d + 1
+    written = predict_run(record["run_dir"], output=tmp_path / "submission")
+    assert written["test"]["rows"] == fixture_size("glue/stsb", "test")

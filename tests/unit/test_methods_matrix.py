@@ -1,5 +1,6 @@
 """The method contract, for EVERY registered method x the four tiny families x classification and
-multiple-choice heads (methods registered later are picked up automatically):
+multiple-choice heads and siamese sentence pairs (``data.pair_encoding=siamese``; AoT refuses it)
+(methods registered later are picked up automatically):
 
 * a few optimizer steps move only the method's parameters and the head; every other parameter
   stays bitwise unchanged;
@@ -18,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from aotp.methods import METHODS
 from tests.conftest import make_tiny_task_model, tiny_batch
 
-HEADS = ("classification", "multiple_choice")
+HEADS = ("classification", "multiple_choice", "siamese")
 NUM_LABELS = 3
 CHOICES = 3
 PREMISES = ["the movie was good", "a bad story about life"]
@@ -28,14 +29,28 @@ SENTENCES = ["the movie was good and long", "a bad film", "what a great story, w
 
 def build(method_name: str, family: str, head_type: str, seed: int = 0):
     torch.manual_seed(seed)  # method parameters are initialised from the global generator
-    model = make_tiny_task_model(family, head_type, num_labels=NUM_LABELS, seed=seed)
+    model = tiny_model(family, head_type, seed)
     method = METHODS.get(method_name)()
+    if head_type == "siamese" and method_name.startswith("aot"):
+        with pytest.raises(ValueError, match=f"method={method_name} serves cross-encoded tasks only"):
+            method.apply(model)
+        pytest.skip("AoT P-Tuning serves cross-encoded tasks only (refusal checked)")
     method.apply(model)
     return model, method
 
 
+def tiny_model(family: str, head_type: str, seed: int = 0):
+    if head_type == "siamese":
+        return make_tiny_task_model(family, "classification", num_labels=NUM_LABELS, seed=seed, pair_encoding="siamese")
+    return make_tiny_task_model(family, head_type, num_labels=NUM_LABELS, seed=seed)
+
+
 def batch_for(model, head_type: str):
-    """A padded batch and its labels: (B, T) for classification, (B, C, T) for multiple choice."""
+    """A padded batch and its labels: (B, T) for classification, (B, C, T) for multiple choice, (B, 2, T)
+    for siamese pairs (each sentence its own sequence)."""
+    if head_type == "siamese":
+        flat = tiny_batch(model, [s for pair in zip(SENTENCES[:2], SENTENCES[2:]) for s in pair])
+        return {k: v.view(2, 2, -1) for k, v in flat.items()}, torch.tensor([0, 2])
     if head_type != "multiple_choice":
         return tiny_batch(model, SENTENCES), torch.tensor([0, 1, 2, 1])
     flat_a = [p for p, choices in zip(PREMISES, CHOICE_TEXTS) for _ in choices]
@@ -131,7 +146,7 @@ def test_trainable_state_round_trip_is_exact(method_name, tiny_family, head_type
 def test_prepare_for_inference_keeps_logits(method_name, tiny_family, head_type, tmp_path):
     model, method = build(method_name, tiny_family, head_type)
     batch, _ = batch_for(model, head_type)
-    plain = states_of(make_tiny_task_model(tiny_family, head_type, num_labels=NUM_LABELS, seed=0), batch)
+    plain = states_of(tiny_model(tiny_family, head_type), batch)
     perturb(model)
     changed = (states_of(model, batch) - plain).abs().max()
     assert changed > 1e-3, f"perturbing {method_name}'s parameters did not change the encoder output ({changed})"
