@@ -66,6 +66,9 @@ def validate(cfg: DictConfig):
             raise ConfigError(f"trainer.{option} must be a positive integer, got {trainer[option]}")
     if float(cfg.method.lr) <= 0:
         raise ConfigError(f"method.lr (the learning rate) must be positive, got {cfg.method.lr}")
+    if cfg.method.get("head_lr") is not None and float(cfg.method.head_lr) <= 0:
+        raise ConfigError(f"method.head_lr (the task head's learning rate; null = method.lr) must be positive, "
+                          f"got {cfg.method.head_lr}")
     if not trainer.get("max_steps") and int(trainer.epochs) <= 0:
         raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={trainer.epochs}, "
                           f"max_steps={trainer.get('max_steps')})")
@@ -86,15 +89,15 @@ def validate(cfg: DictConfig):
     if spec.train_split is None:  # a diagnostic set: scored by aotp.evaluate with a trained run, never trained
         raise ConfigError(spec.not_trainable_message())
     pair_encoding = cfg.data.get("pair_encoding") or "cross"
-    if pair_encoding not in ("cross", "siamese"):
-        raise ConfigError(f"data.pair_encoding={pair_encoding!r}; valid: cross, siamese")
-    if pair_encoding == "siamese":
+    if pair_encoding not in ("cross", "siamese", "siamese_cosine"):
+        raise ConfigError(f"data.pair_encoding={pair_encoding!r}; valid: cross, siamese, siamese_cosine")
+    if pair_encoding != "cross":
         if spec.head == "multiple_choice" or spec.formatter != "fields" or len(spec.text_fields or ()) != 2:
-            raise ConfigError(f"data.pair_encoding=siamese needs a sentence-pair task (two text_fields); "
+            raise ConfigError(f"data.pair_encoding={pair_encoding} needs a sentence-pair task (two text_fields); "
                               f"{spec.full_name} is not one (use data.pair_encoding=cross)")
         if cfg.method.name.startswith("aot"):
-            raise ConfigError(f"method={cfg.method.name} serves cross-encoded tasks only; data.pair_encoding=siamese "
-                              f"is supported by full_ft, bitfit, lora, adapters and ptuning_v2")
+            raise ConfigError(f"method={cfg.method.name} serves cross-encoded tasks only; data.pair_encoding="
+                              f"{pair_encoding} is supported by full_ft, bitfit, lora, adapters and ptuning_v2")
     if cfg.data.get("root"):
         root = Path(cfg.data.root)
         if not root.is_dir():
@@ -193,7 +196,9 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
           + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
           + f"({100 * params['trainable'] / params['total']:.3f}%) | device {device}", flush=True)
     trainer = Trainer(cfg.trainer, model, method, data, run_dir, loggers, device, int(cfg.seed))
-    state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)))
+    head_lr = cfg.method.get("head_lr")
+    state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
+                        head_lr=None if head_lr is None else float(head_lr))
     save_tensors(method.trainable_state_dict(model), run_dir / "trainable.safetensors")
 
     # Inference form (merge / materialise): the logits on dev must not move. The scores of the restored

@@ -10,8 +10,11 @@ number of outputs (labels; 1 for regression and for multiple choice, which score
 With ``pair_encoding="siamese"`` (``data.pair_encoding``; sentence-pair tasks) the two sentences are
 encoded separately, each mean-pooled over its tokens to ``u`` and ``v``, and classified as in
 Sentence-BERT (Reimers & Gurevych, 2019): ``logits = W_out dropout([u; v; |u - v|]) + b_out``, with
-``3*d*k + k`` trainable head parameters. It suits backbones trained as sentence encoders (such as
-all-MiniLM-L6-v2), whose pretraining never saw a concatenated pair.
+``3*d*k + k`` trainable head parameters. ``pair_encoding="siamese_cosine"`` scores the pair by the
+cosine similarity alone, the quantity sentence encoders are trained to make meaningful:
+``logits = w * (s cos(u, v)) + b`` with ``w, b`` in R^k and the fixed scale ``s = 20`` (the scale of
+Sentence-BERT's ranking loss), ``2k`` trainable head parameters. Both suit backbones trained as sentence
+encoders (such as all-MiniLM-L6-v2), whose pretraining never saw a concatenated pair.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch import nn
 from aotp.models.builders import Backbone
 
 HEAD_TYPES = ("classification", "regression", "multiple_choice")
-PAIR_ENCODINGS = ("cross", "siamese")
+PAIR_ENCODINGS = ("cross", "siamese", "siamese_cosine")
 
 
 class TaskHead(nn.Module):
@@ -51,8 +54,23 @@ class SiameseHead(nn.Module):
         return self.out_proj(self.dropout(torch.cat([first, second, (first - second).abs()], dim=-1)))
 
 
+class CosineHead(nn.Module):
+    """``w * (s cos(u, v)) + b`` per output, on the mean-pooled states of the two sentences."""
+
+    scale = 20.0  # cos is in [-1, 1]; the scale lets logits reach useful magnitudes as w trains
+
+    def __init__(self, num_outputs: int):
+        super().__init__()
+        self.out_proj = nn.Linear(1, num_outputs)
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        cosine = nn.functional.cosine_similarity(first, second, dim=-1)
+        return self.out_proj(self.scale * cosine.unsqueeze(-1))
+
+
 class TaskModel(nn.Module):
-    """``backbone`` (an HF ``AutoModel``) + ``head`` (:class:`TaskHead`, or :class:`SiameseHead`).
+    """``backbone`` (an HF ``AutoModel``) + ``head`` (:class:`TaskHead`; :class:`SiameseHead` or
+    :class:`CosineHead` for siamese pairs).
 
     ``forward`` takes ``input_ids``/``attention_mask``/(``token_type_ids``) shaped (B, T), or
     (B, C, T) for multiple choice and (B, 2, T) for siamese pairs, and returns logits (B, k), (B,)
@@ -66,8 +84,8 @@ class TaskModel(nn.Module):
             raise ValueError(f"Unknown head type {head_type!r}; valid: {', '.join(HEAD_TYPES)}")
         if pair_encoding not in PAIR_ENCODINGS:
             raise ValueError(f"data.pair_encoding={pair_encoding!r}; valid: {', '.join(PAIR_ENCODINGS)}")
-        if pair_encoding == "siamese" and head_type == "multiple_choice":
-            raise ValueError("data.pair_encoding=siamese needs a sentence-pair task; multiple choice is cross-encoded "
+        if pair_encoding != "cross" and head_type == "multiple_choice":
+            raise ValueError(f"data.pair_encoding={pair_encoding} needs a sentence-pair task; multiple choice is cross-encoded "
                              "(use data.pair_encoding=cross)")
         self.pair_encoding = pair_encoding
         self.backbone = backbone.model
@@ -83,6 +101,8 @@ class TaskModel(nn.Module):
         try:
             if pair_encoding == "siamese":
                 self.head = SiameseHead(config.hidden_size, num_outputs, dropout)
+            elif pair_encoding == "siamese_cosine":
+                self.head = CosineHead(num_outputs)
             else:
                 self.head = TaskHead(config.hidden_size, num_outputs, dropout)
             self.head.out_proj.weight.data.normal_(0.0, config.initializer_range)
@@ -119,7 +139,7 @@ class TaskModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.pair_encoding == "siamese":
+        if self.pair_encoding != "cross":
             if input_ids.dim() != 3 or input_ids.shape[1] != 2:
                 raise ValueError(f"a siamese model takes (B, 2, T) inputs (the two sentences), got {tuple(input_ids.shape)}")
             batch, _, length = input_ids.shape

@@ -44,6 +44,9 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data, dict) and data.get("pair_encoding", "cross") == "cross":
         # data.pair_encoding came later; at its default it leaves the ids of earlier runs unchanged.
         semantic["data"] = {k: v for k, v in data.items() if k != "pair_encoding"}
+    method = semantic.get("method")
+    if isinstance(method, dict) and "head_lr" in method and method["head_lr"] is None:
+        semantic["method"] = {k: v for k, v in method.items() if k != "head_lr"}  # likewise method.head_lr
     if isinstance(semantic.get("task"), dict):  # a task is identified by name + version, not its file layout
         task = semantic["task"]
         semantic["task"] = {"benchmark": task.get("benchmark"), "name": task.get("name"), "version": task.get("version"),

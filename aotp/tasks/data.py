@@ -101,26 +101,26 @@ def _key(group: Any) -> Any:
     return tuple(group) if isinstance(group, list) else group
 
 
-PAIR_ENCODINGS = ("cross", "siamese")
+PAIR_ENCODINGS = ("cross", "siamese", "siamese_cosine")
 
 
 def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_token_type_ids: bool,
              pair_encoding: str = "cross") -> list[dict[str, Any]]:
     """Token ids per example; multiple-choice examples get one sequence per choice.
 
-    ``pair_encoding="siamese"`` tokenises the two sentences of a pair as two separate sequences
+    ``pair_encoding="siamese"`` (or ``"siamese_cosine"``) tokenises the two sentences of a pair as two separate sequences
     (each ``[CLS] s [SEP]``, at most ``max_length`` tokens), stored like two choices; the model
     encodes them separately (:class:`aotp.models.TaskModel`).
     """
     if pair_encoding not in PAIR_ENCODINGS:
         raise ValueError(f"data.pair_encoding={pair_encoding!r}; valid: {', '.join(PAIR_ENCODINGS)}")
-    siamese = pair_encoding == "siamese"
+    siamese = pair_encoding != "cross"
     if siamese:
         if any(example.get("choices") for example in examples):
-            raise ValueError("data.pair_encoding=siamese needs sentence-pair examples; this task's examples are "
+            raise ValueError(f"data.pair_encoding={pair_encoding} needs sentence-pair examples; this task's examples are "
                              "multiple choice (use data.pair_encoding=cross)")
         if any(len(example["text"]) != 2 for example in examples):
-            raise ValueError("data.pair_encoding=siamese needs sentence-pair examples; this task has single "
+            raise ValueError(f"data.pair_encoding={pair_encoding} needs sentence-pair examples; this task has single "
                              "sentences (use data.pair_encoding=cross)")
     flat_texts, owners = [], []
     for position, example in enumerate(examples):
@@ -159,7 +159,7 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
                                source_fingerprint(spec, split, root), tokenizer_fingerprint(tokenizer), max_length,
                                uses_token_type_ids, limit, seed]
                               # appended only when set, so the caches of cross-encoded runs keep their keys
-                              + ([pair_encoding] if pair_encoding != "cross" else []))
+                              + (["siamese"] if pair_encoding != "cross" else []))
     key = hashlib.sha1(key_material.encode()).hexdigest()[:20]
     cache_file = Path(cache_dir) / "tokenized" / f"{spec.benchmark}-{spec.name}-{split}-{key}.pt" if cache_dir else None
     if cache_file is not None and cache_file.is_file():

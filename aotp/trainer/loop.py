@@ -130,10 +130,10 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(len(self.train_split), generator=generator).tolist()
 
-    def fit(self, method_lr: float, weight_decay: float) -> dict[str, Any]:
+    def fit(self, method_lr: float, weight_decay: float, head_lr: Optional[float] = None) -> dict[str, Any]:
         cfg, model, device = self.cfg, self.model, self.device
         model.to(device)
-        optimizer = build_optimizer(model, method_lr, weight_decay)
+        optimizer = build_optimizer(model, method_lr, weight_decay, head_lr=head_lr)
         scheduler = build_scheduler(optimizer, self.total_steps, float(cfg.warmup_ratio), cfg.get("warmup_steps"))
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None, "best_metrics": None,

@@ -8,18 +8,32 @@ from transformers import get_linear_schedule_with_warmup
 NO_DECAY_MARKERS = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weight decay on matrices, none on biases and normalisation weights."""
-    decay, no_decay = [], []
+def parameter_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """Weight decay on matrices, none on biases and normalisation weights; with ``head_lr`` the task
+    head's parameters (``head.*``) form their own groups at that learning rate."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if any(marker in name for marker in NO_DECAY_MARKERS) else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = not any(marker in name for marker in NO_DECAY_MARKERS)
+        in_head = head_lr is not None and name.startswith("head.")
+        groups.setdefault((in_head, decays), []).append(parameter)
+    result = []
+    for in_head in (False, True):
+        for decays in (True, False):
+            if (in_head, decays) in groups or not in_head:
+                group = {"params": groups.get((in_head, decays), []), "weight_decay": weight_decay if decays else 0.0}
+                if in_head:
+                    group["lr"] = float(head_lr)
+                result.append(group)
+    return result
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                    head_lr: float | None = None):
+    """AdamW; ``head_lr`` (``method.head_lr``) trains the randomly initialised task head faster than the
+    pretrained weights (null: every parameter at ``lr``)."""
+    return torch.optim.AdamW(parameter_groups(model, weight_decay, head_lr), lr=lr, betas=tuple(betas), eps=eps)
 
 
 def build_scheduler(optimizer, total_steps: int, warmup_ratio: float, warmup_steps: int | None = None):

@@ -41,7 +41,7 @@ def test_siamese_tokenisation_refuses_non_pair_tasks(task, message):
 
 
 def test_unknown_pair_encoding_lists_the_choices():
-    with pytest.raises(ValueError, match="data.pair_encoding='bi'; valid: cross, siamese"):
+    with pytest.raises(ValueError, match="data.pair_encoding='bi'; valid: cross, siamese, siamese_cosine"):
         tokenize(fixture_examples("glue/rte", "train"), build_tiny_tokenizer(), 64, True, pair_encoding="bi")
 
 
@@ -56,12 +56,15 @@ def test_the_tokenisation_cache_keeps_cross_and_siamese_apart(tmp_path):
     assert again.features == siamese.features
 
 
+@pytest.mark.parametrize("pair_encoding", ["siamese", "siamese_cosine"])
 @pytest.mark.parametrize("head_type, num_labels", [("classification", 3), ("regression", 1)])
-def test_siamese_logits_equal_the_head_on_separately_encoded_mean_pooled_sentences(tiny_family, head_type, num_labels):
+def test_siamese_logits_equal_the_head_on_separately_encoded_mean_pooled_sentences(tiny_family, head_type, num_labels,
+                                                                                  pair_encoding):
     backbone = build_backbone({"source": "tiny", "name": f"tiny_{tiny_family}", "family": tiny_family})
-    siamese = TaskModel(backbone, head_type, num_labels, seed=1, pair_encoding="siamese").eval()
+    siamese = TaskModel(backbone, head_type, num_labels, seed=1, pair_encoding=pair_encoding).eval()
     d = siamese.hidden_size
-    assert sum(p.numel() for p in siamese.head.parameters()) == 3 * d * num_labels + num_labels
+    head_size = 3 * d * num_labels + num_labels if pair_encoding == "siamese" else 2 * num_labels
+    assert sum(p.numel() for p in siamese.head.parameters()) == head_size
     pairs = [("the cat sat on the mat today", "a cat sat"), ("dogs bark", "the dogs in the yard bark at night")]
     features = tokenize([{"text": pair, "label": 0} for pair in pairs], backbone.tokenizer, 32,
                         uses_token_type_ids=siamese.uses_token_type_ids, pair_encoding="siamese")
@@ -76,7 +79,11 @@ def test_siamese_logits_equal_the_head_on_separately_encoded_mean_pooled_sentenc
                                           attention_mask=torch.ones(1, len(ids), dtype=torch.long)).last_hidden_state
                 pooled.append(states[0].mean(0))
             u, v = pooled
-            expected = siamese.head.out_proj(torch.cat([u, v, (u - v).abs()]))
+            if pair_encoding == "siamese":  # W_out [u; v; |u - v|] + b_out
+                expected = siamese.head.out_proj(torch.cat([u, v, (u - v).abs()]))
+            else:  # w * 20 cos(u, v) + b
+                cosine = (u @ v) / (u.norm() * v.norm())
+                expected = siamese.head.out_proj.weight[:, 0] * 20 * cosine + siamese.head.out_proj.bias
             expected = expected.squeeze(-1) if head_type == "regression" else expected
             torch.testing.assert_close(logits[row], expected, atol=1e-5, rtol=1e-5)
 
@@ -91,7 +98,8 @@ def test_siamese_model_refuses_multiple_choice_and_cross_shaped_inputs():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["task=glue/rte", "data.pair_encoding=bi"], "data.pair_encoding='bi'; valid: cross, siamese"),
+    (["task=glue/rte", "data.pair_encoding=bi"], "data.pair_encoding='bi'; valid: cross, siamese, siamese_cosine"),
+    (["task=glue/rte", "method.head_lr=0"], "method.head_lr (the task head's learning rate; null = method.lr) must be"),
     (["task=glue/sst2", "data.pair_encoding=siamese"], "glue/sst2 is not one (use data.pair_encoding=cross)"),
     (["task=superglue/copa", "data.pair_encoding=siamese"], "superglue/copa is not one"),
     (["task=glue/rte", "method=aot_fc", "data.pair_encoding=siamese"], "method=aot_fc serves cross-encoded tasks only"),
