@@ -142,10 +142,14 @@ class TaskModel(nn.Module):
         if self.pair_encoding != "cross":
             if input_ids.dim() != 3 or input_ids.shape[1] != 2:
                 raise ValueError(f"a siamese model takes (B, 2, T) inputs (the two sentences), got {tuple(input_ids.shape)}")
-            batch, _, length = input_ids.shape
-            flat = lambda t: None if t is None else t.reshape(batch * 2, length)  # noqa: E731
-            pooled = self.encode_mean(flat(input_ids), flat(attention_mask), flat(token_type_ids)).view(batch, 2, -1)
-            logits = self.head(pooled[:, 0], pooled[:, 1])
+            # Each side is trimmed to its own longest sequence: a short hypothesis is not padded to the
+            # length of a long premise (padding never changes the pooled state, so this only saves time).
+            pooled = []
+            for side in (0, 1):
+                length = max(int(attention_mask[:, side].sum(-1).max()), 1)
+                trim = lambda t: None if t is None else t[:, side, :length]  # noqa: E731
+                pooled.append(self.encode_mean(trim(input_ids), trim(attention_mask), trim(token_type_ids)))
+            logits = self.head(pooled[0], pooled[1])
             return logits.squeeze(-1) if self.head_type == "regression" else logits
         if self.head_type == "multiple_choice":
             batch, choices, length = input_ids.shape
