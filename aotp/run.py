@@ -57,6 +57,7 @@ def validate(cfg: DictConfig):
     """Check everything checkable without loading a model or data. Returns (task spec, method)."""
     from aotp.methods import METHODS, build_method
     from aotp.models.builders import BACKBONES, FAMILIES
+    from aotp.models.task_model import PAIR_ENCODINGS
     from aotp.tasks import TaskSpec, check_local_files
     from aotp.trainer.loop import PRECISIONS
 
@@ -89,8 +90,8 @@ def validate(cfg: DictConfig):
     if spec.train_split is None:  # a diagnostic set: scored by aotp.evaluate with a trained run, never trained
         raise ConfigError(spec.not_trainable_message())
     pair_encoding = cfg.data.get("pair_encoding") or "cross"
-    if pair_encoding not in ("cross", "siamese", "siamese_cosine"):
-        raise ConfigError(f"data.pair_encoding={pair_encoding!r}; valid: cross, siamese, siamese_cosine")
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ConfigError(f"data.pair_encoding={pair_encoding!r}; valid: {', '.join(PAIR_ENCODINGS)}")
     if pair_encoding != "cross":
         if spec.head == "multiple_choice" or spec.formatter != "fields" or len(spec.text_fields or ()) != 2:
             raise ConfigError(f"data.pair_encoding={pair_encoding} needs a sentence-pair task (two text_fields); "

@@ -101,17 +101,16 @@ def _key(group: Any) -> Any:
     return tuple(group) if isinstance(group, list) else group
 
 
-PAIR_ENCODINGS = ("cross", "siamese", "siamese_cosine")
-
-
 def tokenize(examples: list[dict[str, Any]], tokenizer, max_length: int, uses_token_type_ids: bool,
              pair_encoding: str = "cross") -> list[dict[str, Any]]:
     """Token ids per example; multiple-choice examples get one sequence per choice.
 
-    ``pair_encoding="siamese"`` (or ``"siamese_cosine"``) tokenises the two sentences of a pair as two separate sequences
-    (each ``[CLS] s [SEP]``, at most ``max_length`` tokens), stored like two choices; the model
-    encodes them separately (:class:`aotp.models.TaskModel`).
+    A siamese ``pair_encoding`` (``siamese``, ``siamese_cosine``) tokenises the two sentences of a pair as
+    two separate sequences (each ``[CLS] s [SEP]``, at most ``max_length`` tokens), stored like two
+    choices; the model encodes them separately (:class:`aotp.models.TaskModel`).
     """
+    from aotp.models.task_model import PAIR_ENCODINGS
+
     if pair_encoding not in PAIR_ENCODINGS:
         raise ValueError(f"data.pair_encoding={pair_encoding!r}; valid: {', '.join(PAIR_ENCODINGS)}")
     siamese = pair_encoding != "cross"
