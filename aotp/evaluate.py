@@ -70,6 +70,7 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
 
     from aotp.methods import build_method
     from aotp.models import TaskModel, build_backbone
+    from aotp.models.task_model import pair_encoding_of
     from aotp.results.record import read_record
     from aotp.tasks.data import Collator
     from aotp.tasks.spec import TaskSpec
@@ -97,7 +98,7 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
     spec = TaskSpec.from_config(config["task"])
     backbone = build_backbone(config["model"])
     model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(config["seed"]),
-                      pair_encoding=str((config.get("data") or {}).get("pair_encoding") or "cross"))
+                      pair_encoding=pair_encoding_of(config.get("data")))
     method = build_method(config["method"])
     method.apply(model)
     method.load_trainable_state_dict(model, load_file(str(weights)))

@@ -57,7 +57,7 @@ def validate(cfg: DictConfig):
     """Check everything checkable without loading a model or data. Returns (task spec, method)."""
     from aotp.methods import METHODS, build_method
     from aotp.models.builders import BACKBONES, FAMILIES
-    from aotp.models.task_model import PAIR_ENCODINGS
+    from aotp.models.task_model import PAIR_ENCODINGS, pair_encoding_of
     from aotp.tasks import TaskSpec, check_local_files
     from aotp.trainer.loop import PRECISIONS
 
@@ -89,16 +89,17 @@ def validate(cfg: DictConfig):
     spec = TaskSpec.from_config(cfg.task)
     if spec.train_split is None:  # a diagnostic set: scored by aotp.evaluate with a trained run, never trained
         raise ConfigError(spec.not_trainable_message())
-    pair_encoding = cfg.data.get("pair_encoding") or "cross"
+    pair_encoding = pair_encoding_of(cfg.data)
     if pair_encoding not in PAIR_ENCODINGS:
         raise ConfigError(f"data.pair_encoding={pair_encoding!r}; valid: {', '.join(PAIR_ENCODINGS)}")
-    if pair_encoding != "cross":
-        if spec.head == "multiple_choice" or spec.formatter != "fields" or len(spec.text_fields or ()) != 2:
-            raise ConfigError(f"data.pair_encoding={pair_encoding} needs a sentence-pair task (two text_fields); "
-                              f"{spec.full_name} is not one (use data.pair_encoding=cross)")
-        if cfg.method.name.startswith("aot"):
-            raise ConfigError(f"method={cfg.method.name} serves cross-encoded tasks only; data.pair_encoding="
-                              f"{pair_encoding} is supported by full_ft, bitfit, lora, adapters and ptuning_v2")
+    if pair_encoding != "cross" and (spec.head == "multiple_choice" or spec.formatter != "fields"
+                                     or len(spec.text_fields or ()) != 2):
+        raise ConfigError(f"data.pair_encoding={pair_encoding} needs a sentence-pair task (two text_fields); "
+                          f"{spec.full_name} is not one (use data.pair_encoding=cross)")
+    try:
+        method.check_pair_encoding(pair_encoding)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if cfg.data.get("root"):
         root = Path(cfg.data.root)
         if not root.is_dir():
@@ -170,6 +171,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     from transformers import set_seed
 
     from aotp.models import TaskModel, build_backbone
+    from aotp.models.task_model import pair_encoding_of
     from aotp.tasks import load_task_data
     from aotp.trainer.checkpoint import save_tensors
     from aotp.trainer.loop import Trainer, evaluate, predict_scores, select_device
@@ -184,7 +186,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     loggers = build_loggers(cfg, run_dir, identifier, config)
     backbone = build_backbone(cfg.model)
     model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(cfg.seed),
-                      pair_encoding=str(cfg.data.get("pair_encoding") or "cross"))
+                      pair_encoding=pair_encoding_of(cfg.data))
     method.apply(model)
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()),

@@ -23,6 +23,8 @@ class Method(ABC):
     ``method.options`` config block as keyword arguments."""
 
     name: str = "base"
+    # True where the method's inference form holds the cross-encoder head (AoT's multi-task packs)
+    cross_encoded_only: bool = False
 
     def __init__(self, **options: Any):
         if options:
@@ -33,6 +35,13 @@ class Method(ABC):
     def apply(self, model: TaskModel) -> TaskModel:
         """Transform ``model`` in place (freeze, inject modules) and return it. Must end with
         :meth:`freeze_all_but` (or set ``requires_grad`` itself) so only the method's parameters train."""
+
+    def check_pair_encoding(self, pair_encoding: str) -> None:
+        """Refuse (``ValueError``) a siamese ``data.pair_encoding`` for a cross-encoded-only method."""
+        if self.cross_encoded_only and pair_encoding != "cross":
+            supported = [name for name in METHODS.names() if not METHODS.get(name).cross_encoded_only]
+            raise ValueError(f"method={self.name} serves cross-encoded tasks only; data.pair_encoding={pair_encoding} "
+                             f"is supported by {', '.join(supported)}")
 
     @staticmethod
     def freeze_all_but(model: TaskModel, is_trainable) -> None:

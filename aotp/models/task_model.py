@@ -30,6 +30,11 @@ HEAD_TYPES = ("classification", "regression", "multiple_choice")
 PAIR_ENCODINGS = ("cross", "siamese", "siamese_cosine")
 
 
+def pair_encoding_of(data_cfg) -> str:
+    """``data.pair_encoding`` of a run's config (absent in records older than the option: cross)."""
+    return str((data_cfg or {}).get("pair_encoding") or "cross")
+
+
 class TaskHead(nn.Module):
     def __init__(self, hidden_size: int, num_outputs: int, dropout: float):
         super().__init__()

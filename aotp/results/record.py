@@ -30,6 +30,12 @@ NON_SEMANTIC = {
     "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
     "data": {"root", "cache"},
 }
+# Keys added after runs were recorded, with their defaults: at the default a key is left out of the run
+# id, so the ids (and the skip-if-done of sweeps) of earlier runs stay valid.
+ADDED_LATER = {
+    "data": {"pair_encoding": "cross"},
+    "method": {"head_lr": None},
+}
 
 
 def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -40,13 +46,9 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
         if key in NON_SEMANTIC and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in NON_SEMANTIC[key]}
         semantic[key] = value
-    data = semantic.get("data")
-    if isinstance(data, dict) and data.get("pair_encoding", "cross") == "cross":
-        # data.pair_encoding came later; at its default it leaves the ids of earlier runs unchanged.
-        semantic["data"] = {k: v for k, v in data.items() if k != "pair_encoding"}
-    method = semantic.get("method")
-    if isinstance(method, dict) and "head_lr" in method and method["head_lr"] is None:
-        semantic["method"] = {k: v for k, v in method.items() if k != "head_lr"}  # likewise method.head_lr
+    for key, defaults in ADDED_LATER.items():
+        if isinstance(semantic.get(key), dict):
+            semantic[key] = {k: v for k, v in semantic[key].items() if k not in defaults or v != defaults[k]}
     if isinstance(semantic.get("task"), dict):  # a task is identified by name + version, not its file layout
         task = semantic["task"]
         semantic["task"] = {"benchmark": task.get("benchmark"), "name": task.get("name"), "version": task.get("version"),

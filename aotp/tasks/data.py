@@ -180,6 +180,8 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
 def load_task_data(spec: TaskSpec, tokenizer, data_cfg, *, uses_token_type_ids: bool, seed: int,
                    cache_dir: Optional[Path], splits: Optional[list[str]] = None) -> TaskData:
     """Train + eval splits (labelled) and optionally test splits (unlabelled) of one task."""
+    from aotp.models.task_model import pair_encoding_of  # here: the models package loads transformers
+
     root = Path(data_cfg["root"]) if data_cfg.get("root") else None
     max_length = int(data_cfg.get("max_length") or spec.max_length)
     wanted = splits or [s for s in (spec.train_split, *spec.eval_splits) if s]
@@ -191,7 +193,7 @@ def load_task_data(spec: TaskSpec, tokenizer, data_cfg, *, uses_token_type_ids: 
             spec, split, tokenizer, root, labelled=split not in spec.test_splits, limit=limit,
             seed=int(data_cfg.get("subset_seed", 0)), max_length=max_length,
             uses_token_type_ids=uses_token_type_ids, cache_dir=cache_dir,
-            pair_encoding=str(data_cfg.get("pair_encoding") or "cross"))
+            pair_encoding=pair_encoding_of(data_cfg))
     return data
 
 

@@ -10,22 +10,19 @@ NO_DECAY_MARKERS = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
     """Weight decay on matrices, none on biases and normalisation weights; with ``head_lr`` the task
-    head's parameters (``head.*``) form their own groups at that learning rate."""
-    groups: dict[tuple[bool, bool], list] = {}
+    head's parameters (``head.*``) form two more groups at that learning rate."""
+    groups = {(in_head, decays): [] for in_head in (False, True) for decays in (True, False)}
     for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        decays = not any(marker in name for marker in NO_DECAY_MARKERS)
-        in_head = head_lr is not None and name.startswith("head.")
-        groups.setdefault((in_head, decays), []).append(parameter)
+        if parameter.requires_grad:
+            in_head = head_lr is not None and name.startswith("head.")
+            decays = not any(marker in name for marker in NO_DECAY_MARKERS)
+            groups[in_head, decays].append(parameter)
     result = []
-    for in_head in (False, True):
-        for decays in (True, False):
-            if (in_head, decays) in groups or not in_head:
-                group = {"params": groups.get((in_head, decays), []), "weight_decay": weight_decay if decays else 0.0}
-                if in_head:
-                    group["lr"] = float(head_lr)
-                result.append(group)
+    for (in_head, decays), parameters in groups.items():
+        if in_head and not parameters:
+            continue
+        group = {"params": parameters, "weight_decay": weight_decay if decays else 0.0}
+        result.append({**group, "lr": float(head_lr)} if in_head else group)
     return result
 
 

@@ -63,6 +63,9 @@ class AoTMethod(Method):
     """Shared machinery of the AoT reparametrizations (see the module docstring)."""
 
     name = "aot"
+    # The task pack (aotp.inference: one backbone serving many tasks in one batch) holds the
+    # cross-encoder head; a siamese head would need its own serving path.
+    cross_encoded_only = True
 
     def __init__(self, rank: int, dropout: float = 0.0, table_dtype: str = "fp32",
                  inference_mode: str = "materialized", chunk_size: int = 1024):
@@ -99,11 +102,7 @@ class AoTMethod(Method):
     def apply(self, model: TaskModel) -> TaskModel:
         if hasattr(model, "aot"):
             raise RuntimeError("this model already has AoT biases (model.aot); apply the method once")
-        if getattr(model, "pair_encoding", "cross") != "cross":
-            # The task pack (aotp.inference, one backbone serving many tasks in one batch) holds the
-            # cross-encoder head; a siamese head would need its own serving path.
-            raise ValueError(f"method={self.name} serves cross-encoded tasks only; data.pair_encoding="
-                             f"{model.pair_encoding} is supported by full_ft, bitfit, lora, adapters and ptuning_v2")
+        self.check_pair_encoding(model.pair_encoding)
         bias = self.build_bias(model.backbone)
         bias.to(device=model.backbone.get_input_embeddings().weight.device)
         model.aot = bias  # a submodule: its parameters are named "aot.*"
