@@ -234,9 +234,13 @@ def write_prediction_lines(path: Path, formatted: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(temporary, "w") as handle:
+        groups = formatted.get("groups")
         for i, prediction in enumerate(formatted["predictions"]):
-            handle.write(json.dumps({"idx": _plain(formatted["ids"][i]), "prediction": _plain(prediction),
-                                     "label": _plain(formatted["references"][i])}) + "\n")
+            line = {"idx": _plain(formatted["ids"][i]), "prediction": _plain(prediction),
+                    "label": _plain(formatted["references"][i])}
+            if groups is not None:
+                line["group"] = _plain(groups[i])
+            handle.write(json.dumps(line) + "\n")
     os.replace(temporary, path)
 
 

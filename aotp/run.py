@@ -250,10 +250,13 @@ def write_predictions(run_dir: Path, spec, data, scores) -> None:
     for split, split_scores in scores.items():
         formatted = formatter.predictions(spec, data[split].examples, split_scores)
         with open(directory / f"{split}.jsonl", "w") as handle:
+            groups = formatted.get("groups")
             for i, prediction in enumerate(formatted["predictions"]):
                 reference = formatted["references"][i]
-                handle.write(json.dumps({"idx": formatted["ids"][i], "prediction": _plain(prediction),
-                                         "label": _plain(reference)}) + "\n")
+                line = {"idx": formatted["ids"][i], "prediction": _plain(prediction), "label": _plain(reference)}
+                if groups is not None:  # grouped metrics (MultiRC exact match) can be rescored from the file
+                    line["group"] = list(groups[i]) if isinstance(groups[i], tuple) else _plain(groups[i])
+                handle.write(json.dumps(line) + "\n")
 
 
 def _plain(value):

@@ -6,6 +6,9 @@ returns the distribution of ``delta = main(A) - main(B)``:
 
     delta_b = main(metrics(A on resample b)) - main(metrics(B on resample b)),  b = 1..B
 
+``A`` may be several predictors on the same examples (the seeds of one table cell): its main is then
+the mean of their mains on the same resample, ``delta_b = mean_s main(A_s on b) - main(B on b)``, which
+is the gain of the cell's seed-averaged score (dev-sampling uncertainty; the seeds are held fixed). It is
 reported as the full-sample delta, the 2.5 / 97.5 percentiles of delta_b (a 95% percentile interval)
 and ``p_not_better`` = fraction of resamples with delta_b <= 0 (higher-is-better main metrics; the
 sign flips otherwise). The unit is an example, or a group where the split has groups (a MultiRC
@@ -53,7 +56,8 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
                      splits: dict[str, tuple[dict[str, Any], dict[str, Any]]], draws: int = 1000,
                      seed: int = 0, return_samples: bool = False) -> dict[str, Any]:
     """``splits``: split -> (A's formatted predictions, B's), each ``{"predictions", "references",
-    "groups"}`` as the task formatters return them (same references and groups, same order).
+    "groups"}`` as the task formatters return them (same references and groups, same order); A may be a
+    list of such dicts (several seeds: their mean main metric is compared with B's).
     Metric keys get a ``<split>/`` prefix when there are several splits, as in run records.
     ``return_samples`` adds the B resampled deltas (``samples``)."""
     if draws < 1:
@@ -61,27 +65,36 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
     prefixed = len(splits) > 1
     plan = []
     for split, (first, second) in splits.items():
-        references = first["references"]
-        if len(first["predictions"]) != len(second["predictions"]) or len(references) != len(second["references"]):
-            raise ValueError(f"split {split}: the two predictors were scored on different examples")
-        units = _units(len(references), first.get("groups"))
-        plan.append((f"{split}/" if prefixed else "", first, second, units))
+        firsts = list(first) if isinstance(first, (list, tuple)) else [first]
+        if not firsts:
+            raise ValueError(f"split {split}: no predictor A given")
+        references = second["references"]
+        for one in firsts:
+            if len(one["predictions"]) != len(second["predictions"]) or len(one["references"]) != len(references):
+                raise ValueError(f"split {split}: the two predictors were scored on different examples")
+        units = _units(len(references), second.get("groups"))
+        plan.append((f"{split}/" if prefixed else "", firsts, second, units))
+    members = len(plan[0][1]) if plan else 0
+    if any(len(firsts) != members for _, firsts, _, _ in plan):
+        raise ValueError("every split needs the same number of A predictors")
     higher = main_metric_higher_is_better(main_names)
     rng = np.random.default_rng(seed)
 
     def delta(picks: Optional[list[np.ndarray]]) -> float:
-        metrics_a: dict[str, float] = {}
+        metrics_a: list[dict[str, float]] = [{} for _ in range(members)]
         metrics_b: dict[str, float] = {}
-        for (prefix, first, second, units), pick in zip(plan, picks or [None] * len(plan)):
+        for (prefix, firsts, second, units), pick in zip(plan, picks or [None] * len(plan)):
             chosen = units if pick is None else [units[i] for i in pick]
             rows = np.concatenate(chosen)
             sizes = [len(unit) for unit in chosen]
-            groups = first.get("groups")
-            metrics_a.update(_split_metrics(metric_names, first["predictions"], first["references"], groups, rows,
-                                            sizes, prefix))
+            groups = second.get("groups")
+            for member, one in zip(metrics_a, firsts):
+                member.update(_split_metrics(metric_names, one["predictions"], one["references"], groups, rows,
+                                             sizes, prefix))
             metrics_b.update(_split_metrics(metric_names, second["predictions"], second["references"], groups, rows,
                                             sizes, prefix))
-        return main_metric_value(metrics_a, main_names) - main_metric_value(metrics_b, main_names)
+        main_a = sum(main_metric_value(member, main_names) for member in metrics_a) / members
+        return main_a - main_metric_value(metrics_b, main_names)
 
     observed = delta(None)
     with warnings.catch_warnings():
@@ -94,7 +107,7 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
     low, high = np.percentile(samples, [2.5, 97.5])
     result = {"delta": float(observed), "ci95": [float(low), float(high)], "p_not_better": float(not_better.mean()),
               "draws": int(draws), "seed": int(seed),
-              "units": {split: len(units) for split, (_, _, _, units) in zip(splits, plan)}}
+              "units": {split: len(units) for split, (_, _, _, units) in zip(splits, plan)}, "predictors_a": members}
     if return_samples:
         result["samples"] = samples
     return result

@@ -63,6 +63,8 @@ MODEL_ORDER = ["roberta_base", "roberta_large", "deberta_v3_base", "deberta_v3_l
 DASH = "—"
 DIRTY_MARK = "†"
 GRID_MARK = "*"
+CLEARS_MARK = "↑"
+BOOTSTRAP_DRAWS = 1000
 
 
 def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -279,6 +281,7 @@ class Cell:
     notes: list = field(default_factory=list)
     grid_incomplete: bool = False
     dirty: bool = False
+    gain: Optional[dict] = None  # gain of the seed-mean main over the best constant (add_baseline_gains)
 
     @property
     def mean(self) -> Optional[float]:
@@ -313,6 +316,8 @@ class Cell:
             value += GRID_MARK
         if self.dirty:
             value += DIRTY_MARK
+        if self.gain is not None and self.gain["clears"]:
+            value += CLEARS_MARK
         return value
 
     def metric_mean(self, key: str) -> Optional[float]:
@@ -449,6 +454,119 @@ def build_tables(runs: list[Run], seeds: Optional[Sequence[int]] = None,
     return tables, warnings
 
 
+# ------------------------------------------------------------------------- gain over the constant
+
+
+def read_predictions(path: Path) -> dict[str, Any]:
+    """A run's ``predictions/<split>.jsonl`` -> ``{"predictions", "references", "groups", "ids"}``."""
+    import numpy as np
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    grouped = bool(rows) and "group" in rows[0]
+    return {"predictions": np.asarray([r["prediction"] for r in rows]), "references": [r["label"] for r in rows],
+            "groups": [r["group"] for r in rows] if grouped else None, "ids": [r["idx"] for r in rows]}
+
+
+def cell_gain(cell: Cell, spec, results_dir: Path, draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
+    """The cell's gain over the task's best constant prediction, with a 95% paired-bootstrap interval.
+
+    Every successful seed of the selected learning rate is read back from its saved dev predictions
+    (``predictions/<split>.jsonl``, written by every run); the gain is ``mean_s main(seed s) - main(best
+    constant)`` on the same examples, resampled together (:func:`aotp.metrics.bootstrap.paired_bootstrap`
+    with the seeds as predictor A). None when a seed has no predictions file or the task has no constant
+    prediction value (ReCoRD).
+    """
+    from aotp.metrics.base import main_metric_higher_is_better
+    from aotp.metrics.bootstrap import paired_bootstrap
+    from aotp.tasks.baselines import best_constant_predictions
+
+    selected = [r for r in cell.runs if r.status == "success" and r.lr == cell.selected_lr]
+    if not selected:
+        return None
+    seeds: list[dict[str, dict]] = []
+    for run in selected:
+        folder = (results_dir / run.path).parent / "predictions"
+        files = {split: folder / f"{split}.jsonl" for split in spec.eval_splits}
+        if not all(path.is_file() for path in files.values()):
+            return None
+        seeds.append({split: read_predictions(path) for split, path in files.items()})
+    for split in spec.eval_splits:
+        if any(seed[split]["ids"] != seeds[0][split]["ids"] for seed in seeds):
+            raise ValueError(f"{cell.method} / {cell.task}: the seeds' {split} predictions cover different examples")
+    constant = best_constant_predictions(spec, {split: seeds[0][split] for split in spec.eval_splits})
+    if constant is None:
+        return None
+    pairs = {split: ([seed[split] for seed in seeds], constant["formatted"][split]) for split in spec.eval_splits}
+    result = paired_bootstrap(spec.metrics, spec.main_metric, pairs, draws=draws)
+    low, high = result["ci95"]
+    higher = main_metric_higher_is_better(spec.main_metric)
+    return {"constant": constant["name"], "constant_main": constant["metrics"]["main"], "delta": result["delta"],
+            "ci95": [low, high], "clears": low > 0 if higher else high < 0, "seeds": len(seeds), "draws": draws,
+            "units": sum(result["units"].values())}
+
+
+def add_baseline_gains(tables: list[Table], results_dir: Path, config_dir: Path,
+                       draws: int = BOOTSTRAP_DRAWS) -> list[str]:
+    """Set ``cell.gain`` for every cell whose selected seeds saved their dev predictions; returns warnings.
+
+    A table none of whose runs saved predictions is left as it is (no marker, no warning)."""
+    warnings = []
+    specs: dict[str, Any] = {}
+    for table in tables:
+        cells = [c for c in table.cells.values() if c.selected_lr is not None]
+        have = [c for c in cells if all((results_dir / r.path).parent.joinpath("predictions").is_dir()
+                                        for r in c.runs if r.status == "success" and r.lr == c.selected_lr)]
+        if not have:
+            continue
+        for cell in have:
+            full = f"{table.benchmark}/{cell.task}"
+            if full not in specs:
+                from omegaconf import OmegaConf
+
+                from aotp.tasks.spec import TaskSpec
+
+                specs[full] = TaskSpec.from_config(OmegaConf.load(config_dir / "task" / f"{full}.yaml"))
+            cell.gain = cell_gain(cell, specs[full], results_dir, draws)
+        missing = [c for c in cells if c.gain is None]
+        if missing:
+            names = ", ".join(f"{c.method}/{c.task}" for c in missing[:5]) + (" …" if len(missing) > 5 else "")
+            warnings.append(f"{BENCHMARK_LABEL.get(table.benchmark, table.benchmark)} / {table.model}: "
+                            f"{len(missing)} cell(s) without a gain over the constant baseline (a selected seed "
+                            f"saved no dev predictions, or the task has no constant prediction): {names}")
+    return warnings
+
+
+def has_gains(table: Table) -> bool:
+    return any(c.gain is not None for c in table.cells.values())
+
+
+def constant_row(table: Table) -> list[str]:
+    """The best constant's dev main metric x100 per task (the bar every cell is tested against)."""
+    values = []
+    for task in table.tasks:
+        gains = [table.cells[(m, task)].gain for m in table.methods if table.cells[(m, task)].gain is not None]
+        values.append(f"{100 * gains[0]['constant_main']:.1f}" if gains else DASH)
+    return ["best constant", "0%"] + values + [""]
+
+
+def gain_rows(table: Table) -> list[list[str]]:
+    out = []
+    for method in table.methods:
+        row = [method]
+        for task in table.tasks:
+            gain = table.cells[(method, task)].gain
+            row.append(DASH if gain is None else
+                       f"{100 * gain['delta']:+.1f} [{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}]"
+                       + (CLEARS_MARK if gain["clears"] else ""))
+        out.append(row)
+    return out
+
+
+def clears_count(table: Table) -> tuple[int, int]:
+    gains = [c.gain for c in table.cells.values() if c.gain is not None]
+    return sum(g["clears"] for g in gains), len(gains)
+
+
 # -------------------------------------------------------------------------------------- references
 
 
@@ -530,7 +648,11 @@ def caption(table: Table) -> str:
             f"git tree. Macro: unweighted mean over the {len(table.tasks)} tasks (spread: std over seeds of the "
             f"per-seed macro), only when every task cell is complete, else {DASH} (complete/total). "
             f"Params: trainable share of the backbone + head parameters."
-            + (f" Data subsets (fixed, seeded; from the records): {'; '.join(table.subsets)}." if table.subsets else ""))
+            + (f" Data subsets (fixed, seeded; from the records): {'; '.join(table.subsets)}." if table.subsets else "")
+            + (f" {CLEARS_MARK}: the 95% paired-bootstrap interval of the cell's gain over the task's best constant "
+               f"prediction (row 'best constant', scored on the same dev examples) excludes 0 (gain of the seed-mean "
+               f"main metric; {BOOTSTRAP_DRAWS:,} resamples of the dev examples, groups whole); "
+               f"{clears_count(table)[0]} of {clears_count(table)[1]} cells." if has_gains(table) else ""))
 
 
 def header(table: Table) -> list[str]:
@@ -542,6 +664,8 @@ def rows(table: Table) -> list[list[str]]:
     for method in table.methods:
         out.append([method, format_share(*table.shares[method])]
                    + [table.cells[(method, t)].text() for t in table.tasks] + [table.macro_text(method)])
+    if has_gains(table):
+        out.append(constant_row(table))
     return out
 
 
@@ -590,6 +714,10 @@ def render_markdown(table: Table, references: list[Reference]) -> str:
     note_lines = notes(table)
     if note_lines:
         parts += ["Notes (incomplete cells):", ""] + [f"- {line}" for line in note_lines] + [""]
+    if has_gains(table):
+        parts += ["Gain over the best constant prediction (x100, seed-mean main metric minus the constant's, "
+                  "with its 95% paired-bootstrap interval):", "",
+                  _md_table(["Method"] + [TASK_LABEL.get(t, t) for t in table.tasks], gain_rows(table)), ""]
     ref_rows = reference_rows(table, references)
     if ref_rows:
         sources = _ordered({r[2].source for r in ref_rows}, [])
@@ -608,7 +736,7 @@ def render_markdown(table: Table, references: list[Reference]) -> str:
 def _tex(text: str) -> str:
     replacements = [("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#"),
                     ("±", "$\\pm$"), ("—", "---"), ("–", "--"), ("−", "$-$"), (DIRTY_MARK, "$^\\dagger$"),
-                    (GRID_MARK, "$^*$"), ("…", "\\ldots{}"), ("{", "\\{"), ("}", "\\}")]
+                    (GRID_MARK, "$^*$"), (CLEARS_MARK, "$^\\uparrow$"), ("…", "\\ldots{}"), ("{", "\\{"), ("}", "\\}")]
     out = []
     for char in text:
         for old, new in replacements:
@@ -677,6 +805,26 @@ def cell_rows(tables: list[Table]) -> list[list[str]]:
                         str(len(table.expected_seeds)) if mean is not None else "0", str(len(table.expected_seeds)),
                         "", "", "", str(mean is not None).lower(), "", "", _num(low), _num(high),
                         table.macro_text(method)])
+    return out
+
+
+GAIN_COLUMNS = ["benchmark", "model", "method", "task", "selected_lr", "seeds", "mean", "constant", "constant_main",
+                "gain", "gain_ci95_low", "gain_ci95_high", "clears", "draws", "dev_units"]
+
+
+def gain_csv_rows(tables: list[Table]) -> list[list[str]]:
+    out = []
+    for table in tables:
+        for method in table.methods:
+            for task in table.tasks:
+                c = table.cells[(method, task)]
+                g = c.gain
+                if g is None:
+                    continue
+                out.append([table.benchmark, table.model, method, task, format_lr(c.selected_lr), str(g["seeds"]),
+                            _num(c.mean), g["constant"], _num(g["constant_main"]), _num(g["delta"]),
+                            _num(g["ci95"][0]), _num(g["ci95"][1]), str(g["clears"]).lower(), str(g["draws"]),
+                            str(g["units"])])
     return out
 
 
@@ -759,6 +907,7 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
     runs, version_warnings = filter_versions(runs, current_task_versions(config_dir))
     runs, duplicate_warnings = deduplicate(runs)
     tables, table_warnings = build_tables(runs, seeds, tasks)
+    table_warnings += add_baseline_gains(tables, Path(results_dir), Path(config_dir))
     references, reference_warnings = load_references(references_path)
     warnings = sorted(set(warnings + version_warnings + duplicate_warnings + table_warnings + reference_warnings))
     if not runs:
@@ -780,6 +929,8 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
         write(f"{table.name}.csv", _csv(header(table), rows(table)))
         summary += [markdown, ""]
     write("cells.csv", _csv(CELL_COLUMNS, cell_rows(tables)))
+    if any(has_gains(t) for t in tables):
+        write("baseline_gains.csv", _csv(GAIN_COLUMNS, gain_csv_rows(tables)))
     summary += ["## Warnings", ""] + ([f"- {w}" for w in warnings] or ["- none"]) + [""]
     write("summary.md", "\n".join(summary))
     write("warnings.txt", "".join(f"{w}\n" for w in warnings))

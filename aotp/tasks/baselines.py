@@ -34,6 +34,44 @@ def constant_scores(spec: TaskSpec, examples: list[dict[str, Any]], k: int) -> n
     return scores
 
 
+def constant_choices(spec: TaskSpec, choices: int) -> tuple[list[int], list[str]]:
+    """The constant predictions of a task: (values k, names). ``choices``: options per multiple-choice example."""
+    if spec.head == "regression":
+        return [0], ["constant"]
+    if spec.head == "multiple_choice":
+        return list(range(choices)), [f"choice {k}" for k in range(choices)]
+    return list(range(spec.num_labels)), list(spec.label_names)
+
+
+def best_constant_predictions(spec: TaskSpec, splits: dict[str, dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The best constant as *predictions* (what a run's ``predictions/<split>.jsonl`` holds), for scoring a
+    run's saved predictions against it without reloading the data: ``{"name", "formatted": {split: {...}},
+    "metrics"}``, or None where a constant is not a prediction value (ReCoRD answers with entity strings).
+
+    ``splits``: split -> ``{"references", "groups"}``. A constant label (class k, choice k, or 0 for a
+    regression, whose correlation is then undefined and scored 0) is the prediction for every row.
+    """
+    if spec.formatter == "record":
+        return None
+    choices = len(spec.label_names) if spec.head == "multiple_choice" else 0
+    best = None
+    higher = main_metric_higher_is_better(spec.main_metric)
+    for k, name in zip(*constant_choices(spec, choices)):
+        formatted, metrics = {}, {}
+        for split, rows in splits.items():
+            predictions = np.full(len(rows["references"]), float(k) if spec.head == "regression" else k)
+            formatted[split] = {"predictions": predictions, "references": rows["references"],
+                                "groups": rows.get("groups")}
+            values = compute_metrics(spec.metrics, predictions, rows["references"], groups=rows.get("groups"))
+            prefix = f"{split}/" if len(splits) > 1 else ""
+            metrics.update({prefix + m: float(v) for m, v in values.items()})
+        metrics["main"] = main_metric_value(metrics, spec.main_metric)
+        if best is None or (metrics["main"] > best["metrics"]["main"] if higher
+                            else metrics["main"] < best["metrics"]["main"]):
+            best = {"name": name, "formatted": formatted, "metrics": metrics}
+    return best
+
+
 def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[dict[str, list]] = None) -> dict[str, Any]:
     """``{"constants": {label: metrics}, "best": label, "best_index": k, "best_metrics": metrics}`` over the
     eval split(s); ``constant_scores(spec, examples, best_index)`` reproduces the best constant's scores.
@@ -43,15 +81,8 @@ def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[di
     formatter = FORMATTERS.get(spec.formatter)
     if splits is None:
         splits = {s: formatter.format(spec, load_raw_records(spec, s, root), True) for s in spec.eval_splits}
-    if spec.head == "regression":
-        labels = [0]
-        names = ["constant"]
-    elif spec.head == "multiple_choice":
-        labels = list(range(len(next(iter(splits.values()))[0]["choices"])))
-        names = [f"choice {k}" for k in labels]
-    else:
-        labels = list(range(spec.num_labels))
-        names = list(spec.label_names)
+    choices = len(next(iter(splits.values()))[0]["choices"]) if spec.head == "multiple_choice" else 0
+    labels, names = constant_choices(spec, choices)
     constants = {}
     for k, name in zip(labels, names):
         metrics: dict[str, float] = {}

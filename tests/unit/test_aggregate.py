@@ -263,3 +263,47 @@ def test_the_caption_states_the_data_subsets_the_records_used(tmp_path):
     run(full, tmp_path / "out_full")
     assert "Data subsets" not in (tmp_path / "out_full" / "glue_roberta_base.md").read_text()
 
+
+
+def write_predictions(folder: Path, predictions, labels, split="validation") -> None:
+    (folder / "predictions").mkdir()
+    lines = [json.dumps({"idx": i, "prediction": int(p), "label": int(y)})
+             for i, (p, y) in enumerate(zip(predictions, labels))]
+    (folder / "predictions" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_cells_with_saved_predictions_are_tested_against_the_best_constant(tmp_path):
+    runs = tmp_path / "runs"
+    labels = [1] * 60 + [0] * 40  # best constant: always "positive", accuracy 0.60
+    right_on_90 = labels[:90] + [1 - y for y in labels[90:]]
+    for seed in (1, 2):
+        # lora learns (accuracy 0.90 on both seeds); bitfit predicts the majority class (= the constant).
+        folder = write_record(runs, task="sst2", method="lora", lr=5e-4, seed=seed, main=0.9)
+        write_predictions(folder, right_on_90, labels)
+        folder = write_record(runs, task="sst2", method="bitfit", lr=1e-3, seed=seed, main=0.6)
+        write_predictions(folder, [1] * 100, labels)
+    result = agg.aggregate(runs, tmp_path / "out", plots=False, references_path=None)
+    (table,) = result.tables
+    lora, bitfit = table.cells[("lora", "sst2")], table.cells[("bitfit", "sst2")]
+    assert lora.gain["constant"] == "positive" and lora.gain["constant_main"] == pytest.approx(0.6)
+    assert lora.gain["delta"] == pytest.approx(0.3) and lora.gain["clears"] and lora.gain["ci95"][0] > 0.15
+    assert bitfit.gain["delta"] == 0 and bitfit.gain["ci95"] == [0.0, 0.0] and not bitfit.gain["clears"]
+    assert lora.text() == "90.0±0.0" + agg.CLEARS_MARK and bitfit.text() == "60.0±0.0"
+    markdown = (tmp_path / "out" / "glue_roberta_base.md").read_text()
+    assert "| best constant | 0% | 60.0 |  |" in markdown and "1 of 2 cells" in markdown
+    assert "| lora | +30.0 [" in markdown
+    rows = list(csv.DictReader(open(tmp_path / "out" / "baseline_gains.csv")))
+    assert [(r["method"], r["clears"], r["constant_main"]) for r in rows] == [("bitfit", "false", "0.600000"),
+                                                                             ("lora", "true", "0.600000")]
+    assert result.warnings == []
+
+
+def test_a_cell_whose_seed_lacks_predictions_is_warned_about(tmp_path):
+    runs = tmp_path / "runs"
+    labels = [1, 0, 1, 1]
+    write_predictions(write_record(runs, task="sst2", method="lora", seed=1, main=1.0), labels, labels)
+    write_record(runs, task="sst2", method="bitfit", seed=1, main=0.75)  # no predictions saved
+    result = agg.aggregate(runs, tmp_path / "out", plots=False, references_path=None)
+    assert result.tables[0].cells[("bitfit", "sst2")].gain is None
+    assert any("1 cell(s) without a gain over the constant baseline" in w and "bitfit/sst2" in w
+               for w in result.warnings)

@@ -89,3 +89,22 @@ def test_mismatched_predictors_and_no_draws_are_refused():
         paired_bootstrap(["accuracy"], ["accuracy"], {"v": (a, b)})
     with pytest.raises(ValueError, match="draws must be >= 1, got 0"):
         paired_bootstrap(["accuracy"], ["accuracy"], {"v": (a, a)}, draws=0)
+
+
+def test_several_a_predictors_compare_their_mean_main_with_b():
+    # Seeds of one cell: accuracies 1.0 and 0.5 on four examples; B (a constant) scores 0.5.
+    references = [0, 1, 0, 1]
+    seed_1, seed_2 = formatted([0, 1, 0, 1], references), formatted([0, 0, 0, 0], references)
+    constant = formatted([1, 1, 1, 1], references)
+    result = paired_bootstrap(["accuracy"], ["accuracy"], {"v": ([seed_1, seed_2], constant)}, draws=300, seed=3)
+    assert result["delta"] == pytest.approx(0.75 - 0.5) and result["predictors_a"] == 2
+    # The same resamples as a single predictor: mean of the two per-seed deltas, draw by draw.
+    first = paired_bootstrap(["accuracy"], ["accuracy"], {"v": (seed_1, constant)}, draws=300, seed=3,
+                             return_samples=True)
+    second = paired_bootstrap(["accuracy"], ["accuracy"], {"v": (seed_2, constant)}, draws=300, seed=3,
+                              return_samples=True)
+    both = paired_bootstrap(["accuracy"], ["accuracy"], {"v": ([seed_1, seed_2], constant)}, draws=300, seed=3,
+                            return_samples=True)
+    np.testing.assert_allclose(both["samples"], (first["samples"] + second["samples"]) / 2, atol=1e-12)
+    with pytest.raises(ValueError, match="split v: the two predictors were scored on different examples"):
+        paired_bootstrap(["accuracy"], ["accuracy"], {"v": ([seed_1, formatted([0, 1], [0, 1])], constant)})
