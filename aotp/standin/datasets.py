@@ -411,12 +411,14 @@ def _dataset_card(repo: str, configs: dict[str, HubConfig], split_rows: dict[str
 
 
 def build_dataset_standin(out: Path, roots: Sequence[Path], max_rows: Optional[int] = DEFAULT_MAX_ROWS,
-                          repos: Sequence[str] = (GLUE_REPO, SUPERGLUE_REPO)) -> list[BuiltSplit]:
+                          repos: Sequence[str] = (GLUE_REPO, SUPERGLUE_REPO),
+                          configs: Optional[Sequence[str]] = None) -> list[BuiltSplit]:
     """Write the hub snapshots and the prepared datasets cache of ``repos`` below ``out`` (an HF_HOME).
 
     Each hub split is converted from the first root in ``roots`` that holds its official file (the first
     ``max_rows`` source rows/lines; ``None``/0 = all); splits without a file anywhere are left out (logged).
-    Returns what was built, so a caller can compare with the same local files.
+    ``configs`` limits the build to those config names. Returns what was built, so a caller can compare
+    with the same local files.
     """
     import datasets
     from datasets import Dataset, Features
@@ -425,10 +427,10 @@ def build_dataset_standin(out: Path, roots: Sequence[Path], max_rows: Optional[i
     out = Path(out)
     built: list[BuiltSplit] = []
     for repo in repos:
-        configs = HUB_CONFIGS[repo]
+        wanted = {name: config for name, config in HUB_CONFIGS[repo].items() if configs is None or name in configs}
         files: dict[str, bytes] = {}
         split_rows: dict[str, dict[str, int]] = {}
-        for name, config in configs.items():
+        for name, config in wanted.items():
             features = Features.from_dict(config.features)
             for split in config.splits:
                 source = _find_source(config, split, roots)
@@ -446,7 +448,7 @@ def build_dataset_standin(out: Path, roots: Sequence[Path], max_rows: Optional[i
                 built.append(BuiltSplit(repo, name, split, source, len(rows), units))
         if not split_rows:
             continue
-        files["README.md"] = _dataset_card(repo, configs, split_rows).encode()
+        files["README.md"] = _dataset_card(repo, wanted, split_rows).encode()
         sha = snapshot_sha(repo, files)
         repo_dir = out / "hub" / f"datasets--{repo.replace('/', '--')}"
         snapshot = repo_dir / "snapshots" / sha

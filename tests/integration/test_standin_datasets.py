@@ -167,3 +167,23 @@ def test_hub_path_gives_the_local_examples(task, standin):
             assert h == l, f"{task} {split} example {position}: hub {h} != local {l}"
         compared += len(hub_examples)
     assert compared > 0
+
+
+def test_tokenisation_cache_key_follows_the_hub_data(tmp_path, monkeypatch):
+    """The hub source fingerprint (part of the tokenisation cache key) names the prepared files of the commit
+    ``main`` resolved to, not just "main": rebuilding the stand-in with other rows changes it (before, a
+    cached tokenisation of the old rows would have been served). In process: datasets reads its cache root
+    from ``datasets.config`` at call time (the env-var route is proven by the fixture above)."""
+    import datasets
+
+    from aotp.tasks.data import source_fingerprint
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    spec = load_spec("glue/rte")
+    build_dataset_standin(tmp_path, [FIXTURES], max_rows=3, repos=[GLUE_REPO], configs=["rte"])
+    first = source_fingerprint(spec, "train", None)
+    assert first.startswith("hub:nyu-mll/glue:rte:main:train:3:") and len(load_raw_records(spec, "train", None)) == 3
+    build_dataset_standin(tmp_path, [FIXTURES], max_rows=5, repos=[GLUE_REPO], configs=["rte"])
+    second = source_fingerprint(spec, "train", None)
+    assert second != first and len(load_raw_records(spec, "train", None)) == 5
