@@ -335,8 +335,8 @@ SUPERGLUE_CONFIGS: dict[str, HubConfig] = {c.name: c for c in [
               convert_superglue),
     _sg("axb", "super_glue/AX-b", ["sentence1", "sentence2"], ["entailment", "not_entailment"],
         splits={"test": "AX-b.jsonl"}),
-    _sg("axg", "super_glue/AX-g", ["premise", "hypothesis"], ["entailment", "not_entailment"],
-        splits={"test": "AX-g.jsonl"}),
+    replace(_sg("axg", "super_glue/AX-g", ["premise", "hypothesis"], ["entailment", "not_entailment"],
+                splits={"test": "AX-g.jsonl"}), options={"whole_pairs": True}),
 ]}
 
 HUB_CONFIGS: dict[str, dict[str, HubConfig]] = {GLUE_REPO: GLUE_CONFIGS, SUPERGLUE_REPO: SUPERGLUE_CONFIGS}
@@ -438,7 +438,10 @@ def build_dataset_standin(out: Path, roots: Sequence[Path], max_rows: Optional[i
                     log.info("%s/%s[%s]: no %s/%s under %s; split left out", repo, name, split, config.local_dir,
                              config.splits[split], ", ".join(map(str, roots)))
                     continue
-                rows, units = _first_units(config, source, split, max_rows or None)
+                limit = max_rows or None
+                if limit and config.options.get("whole_pairs"):
+                    limit += limit % 2  # AX-g rows are male/female pairs; the formatter pairs consecutive rows
+                rows, units = _first_units(config, source, split, limit)
                 if not rows:
                     raise StandinDataError(f"{source}: no rows for {repo}/{name}[{split}]")
                 buffer = io.BytesIO()

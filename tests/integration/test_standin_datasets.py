@@ -34,7 +34,8 @@ from tests.helpers import REPO_ROOT
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "data"
 SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
 TASKS = [f"{b}/{p.stem}" for b in ("glue", "superglue") for p in sorted((REPO_ROOT / "configs" / "task" / b).glob("*.yaml"))]
-MAX_ROWS = 12  # source rows (JSONL lines for MultiRC/ReCoRD) per split: small enough for CI
+# source rows (JSONL lines for MultiRC/ReCoRD) per split: small enough for CI; AOTP_STANDIN_ROWS=0 compares all
+MAX_ROWS = int(os.environ.get("AOTP_STANDIN_ROWS", 12))
 # idx on the hub is the GLUE builder's row number, not the file's id column (QQP) / row (MRPC train, dev)
 ROW_NUMBERED_IDX = {("glue/qqp", "train"), ("glue/qqp", "validation"), ("glue/mrpc", "train"),
                     ("glue/mrpc", "validation")}
@@ -67,7 +68,7 @@ def _plain(examples):
 def standin(tmp_path_factory):
     roots = ([SHARED_DATA] if SHARED_DATA.is_dir() else []) + [FIXTURES]
     home = tmp_path_factory.mktemp("hf_home")
-    built = build_dataset_standin(home, roots, max_rows=MAX_ROWS)
+    built = build_dataset_standin(home, roots, max_rows=MAX_ROWS or None)
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
     env.pop("HF_DATASETS_CACHE", None)
