@@ -28,21 +28,26 @@ this module writes below ``<HF_HOME>`` from the local official files (``data.roo
    built here by datasets' own Parquet builder from the snapshot's README (same config, features, split
    names, ``hash`` = the commit sha, ``dataset_name``/``repo_id`` as the hub factory sets them).
 
-Why both: with ``HF_HUB_OFFLINE=1`` the installed ``datasets`` (5.x; the same since 2.16) never reads the hub
+Why both: with ``HF_HUB_OFFLINE=1`` the installed ``datasets`` (5.0.1, ``datasets/load.py``) never reads the hub
 snapshot. ``dataset_module_factory`` raises ``OfflineModeIsEnabled`` before any hub call and falls back to
 ``CachedDatasetModuleFactory``, which serves the newest ``<HF_DATASETS_CACHE>/<org>___<name>/<config>/*/*``
 whose ``dataset_info.json`` names that config (``revision`` is not consulted). So the unchanged call
 ``load_dataset(path, name, revision="main", split=...)`` succeeds offline only from (2); (1) is what the
 download left and what (2) is prepared from (and what ``hf download``/``snapshot_download`` mirror).
 
-Caveat, found while checking the real repositories: stored snapshots of ``aps/super_glue`` (up to
-"Delete legacy JSON metadata", 2024) still hold the loading script ``super_glue.py``, which ``datasets`` >= 4
+Caveat, found while checking the real repositories: the stored snapshots of ``aps/super_glue`` found (up to
+"Delete legacy JSON metadata (#11)") still hold the loading script ``super_glue.py``, which ``datasets`` >= 4
 refuses ("Dataset scripts are no longer supported"); if its ``main`` has not been converted to Parquet
 since, a GPU box cannot load SuperGLUE from the hub with this ``datasets`` and must use ``data.root``.
 The stand-in models the converted (Parquet) layout the brief and the GLUE repository use.
 
-Build: ``python -m aotp.standin datasets --out DIR [--data-root ../shared/data --data-root tests/fixtures/data]
-[--max-rows 50]`` (see :func:`main`); then ``HF_HOME=DIR HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``.
+Only the configs the task specs use are built (``nyu-mll/glue`` also has ``mnli_matched``/``mnli_mismatched``,
+views of the ``mnli`` splits). Not verified against the hub's files: whether ReCoRD ``entity_spans.end`` is
+inclusive there (stored here as in the source file, inclusive; the harness reads only texts and order).
+
+Build: ``python -m aotp.standin.datasets --out DIR [--data-root ../shared/data --data-root tests/fixtures/data]
+[--max-rows 50]`` (see :func:`main`; ``python -m aotp.standin datasets ...`` where the package CLI routes to
+it); then ``HF_HOME=DIR HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``.
 """
 
 from __future__ import annotations
