@@ -333,11 +333,8 @@ SUPERGLUE_CONFIGS: dict[str, HubConfig] = {c.name: c for c in [
     _sg("rte", "super_glue/RTE", ["premise", "hypothesis"], ["entailment", "not_entailment"]),
     _sg("wic", "super_glue/WiC", ["word", "sentence1", "sentence2"], _BOOL,
         extra={k: _value("int32") for k in ("start1", "start2", "end1", "end2")}),
-    HubConfig(SUPERGLUE_REPO, "wsc", "super_glue/WSC", {**_WSC_FEATURES, "idx": _value("int32"),
-                                                        "label": _class_label(*_BOOL)}, dict(_SG_TVT), convert_superglue),
-    HubConfig(SUPERGLUE_REPO, "wsc.fixed", "super_glue/WSC", {**_WSC_FEATURES, "idx": _value("int32"),
-                                                              "label": _class_label(*_BOOL)}, dict(_SG_TVT),
-              convert_superglue),
+    _sg("wsc", "super_glue/WSC", [], _BOOL, extra=_WSC_FEATURES),
+    _sg("wsc.fixed", "super_glue/WSC", [], _BOOL, extra=_WSC_FEATURES),
     _sg("axb", "super_glue/AX-b", ["sentence1", "sentence2"], ["entailment", "not_entailment"],
         splits={"test": "AX-b.jsonl"}),
     replace(_sg("axg", "super_glue/AX-g", ["premise", "hypothesis"], ["entailment", "not_entailment"],
@@ -487,7 +484,8 @@ def prepare_cache(repo: str, snapshot: Path, sha: str, cache_dir: Path, config_n
     for config_name in config_names:
         builder = builder_cls(cache_dir=str(cache_dir), dataset_name=dataset_name, config_name=config_name,
                               hash=sha, info=module.dataset_infos.get(config_name), base_path=str(snapshot))
-        output_dir = Path(cache_dir) / f"{namespace}___{dataset_name}" / builder.config_id / str(builder.config.version) / sha
+        output_dir = (Path(cache_dir) / f"{namespace}___{dataset_name}" / builder.config_id
+                      / str(builder.config.version) / sha)
         builder.download_and_prepare(output_dir=str(output_dir))
 
 
