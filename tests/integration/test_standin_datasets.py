@@ -44,7 +44,7 @@ ROW_NUMBERED_IDX = {("glue/qqp", "train"), ("glue/qqp", "validation"), ("glue/mr
 HUB_SIDE = r"""
 import json, sys
 from aotp.tasks.formatting import FORMATTERS
-from aotp.tasks.loading import hub_split_name, load_raw_records
+from aotp.tasks.loading import load_raw_records
 from aotp.tasks.spec import load_spec
 result = {}
 for task in sys.argv[1:]:
