@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 
 from aotp.tasks.formatting import FORMATTERS
-from aotp.tasks.loading import check_local_files, load_raw_records, local_path
+from aotp.tasks.loading import check_local_files, hub_source_fingerprint, load_raw_records, local_path
 from aotp.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def source_fingerprint(spec: TaskSpec, split: str, root: Optional[Path]) -> str:
     if root is None:
-        return f"hub:{spec.hub.get('path')}:{spec.hub.get('name')}:{spec.hub.get('revision')}:{split}"
+        return hub_source_fingerprint(spec, split)
     path = local_path(spec, split, root).resolve()
     if not path.is_file():
         check_local_files(spec, root, [split])

@@ -305,7 +305,8 @@ class RecordFormatter(Formatter):
     take the max over all gold answers.
 
     Candidates are the passage's entity mentions as unique strings, in order of first mention
-    (official JSONL: ``text[start:end + 1]``, ``end`` inclusive; hub: the ``entities`` list).
+    (official JSONL: ``text[start:end + 1]``, ``end`` inclusive; hub: ``entity_spans`` ordered by start, or
+    where a row lacks them the ``entities`` list, which the hub sorts alphabetically).
     Option ``highlight_replacement`` (default ``"- "``) replaces ``"@highlight\\n"`` in the passage.
     """
 
@@ -356,7 +357,14 @@ class RecordFormatter(Formatter):
                     answers, q_where
         else:  # the hub's flat rows: one query per row
             idx = _field(record, "idx", spec, where)
-            entities = list(dict.fromkeys(_field(record, "entities", spec, where)))
+            # ``entities`` is sorted alphabetically on the hub; ``entity_spans`` (every mention, by start) gives
+            # the passage's mention order, so both layouts list a query's candidates in the same order
+            spans = record.get("entity_spans")
+            if spans and spans.get("text"):
+                order = sorted(range(len(spans["text"])), key=lambda i: spans["start"][i])
+                entities = list(dict.fromkeys(spans["text"][i] for i in order))
+            else:
+                entities = list(dict.fromkeys(_field(record, "entities", spec, where)))
             answers = list(dict.fromkeys(record.get("answers") or [])) if labelled else []
             yield str(_field(record, "passage", spec, where)), entities, str(_field(record, "query", spec, where)), \
                 idx["query"] if isinstance(idx, dict) else idx, answers, where

@@ -169,7 +169,9 @@ def hub_split_name(spec: TaskSpec, split: str) -> str:
     return names.get(split, split)
 
 
-def load_hub_records(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
+def load_hub_split(spec: TaskSpec, split: str):
+    """One split as a ``datasets.Dataset``: ``load_dataset(hub.path, hub.name, revision=hub.revision, split=...)``
+    (offline, datasets serves its prepared cache of that config; see ``aotp.standin.datasets``)."""
     import datasets
 
     hub = spec.hub
@@ -177,12 +179,32 @@ def load_hub_records(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
         raise DataFileError(f"task {spec.full_name} has no hub dataset; pass data.root=DIR with the official files")
     hub_split = hub_split_name(spec, split)
     try:
-        dataset = datasets.load_dataset(hub["path"], hub.get("name"), revision=hub.get("revision"), split=hub_split)
+        return datasets.load_dataset(hub["path"], hub.get("name"), revision=hub.get("revision"), split=hub_split)
     except Exception as error:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
         raise DataFileError(
             f"Could not load {hub.get('path')}/{hub.get('name')} split {hub_split!r} from the hub ({type(error).__name__}: "
             f"{error}). Offline, pass data.root=DIR with the official files (e.g. data.root=../shared/data)."
         ) from error
+
+
+def hub_source_fingerprint(spec: TaskSpec, split: str) -> str:
+    """What identifies the hub data a split is read from: the prepared Arrow files (their paths hold the
+    commit sha, so a new upstream commit or a rebuilt stand-in changes the key), not the moving ref ``main``."""
+    hub = spec.hub
+    dataset = load_hub_split(spec, split)
+    files = []
+    for entry in dataset.cache_files:
+        path = Path(entry["filename"])
+        stat = path.stat()
+        files.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return (f"hub:{hub.get('path')}:{hub.get('name')}:{hub.get('revision')}:{hub_split_name(spec, split)}:"
+            f"{len(dataset)}:{';'.join(files) or getattr(dataset, '_fingerprint', '')}")
+
+
+def load_hub_records(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
+    hub = spec.hub
+    hub_split = hub_split_name(spec, split)
+    dataset = load_hub_split(spec, split)
     records = []
     labelled = split not in spec.test_splits
     for index, row in enumerate(dataset):
