@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -135,7 +134,6 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config)
         record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
                   "wall_seconds": time.time() - started}
-        (run_dir / "checkpoint").exists() and shutil.rmtree(run_dir / "checkpoint")
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                   "traceback": traceback.format_exc(), "wall_seconds": time.time() - started,
@@ -145,6 +143,9 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
             loggers.finish(record)
         raise
     write_json_atomic(record_path, record)
+    from aotp.trainer.checkpoint import delete_checkpoint
+
+    delete_checkpoint(run_dir / "checkpoint")  # after the record: a kill in between leaves a finished run
     loggers.finish(record)
     print(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
           f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
