@@ -149,6 +149,7 @@ class Trainer:
             state.update(resumed["loop"])
             best_state = resumed["best"]
             set_rng_state(resumed["rng"])
+            self.loggers.resumed_at(state["step"])  # events after the checkpoint are logged again below
             log.info("resumed from %s at step %d", self.checkpoint_dir, state["step"])
             print(f"Resuming from checkpoint at step {state['step']}/{self.total_steps}", flush=True)
 
