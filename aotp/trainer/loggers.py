@@ -21,7 +21,8 @@ class JsonlLogger:
             handle.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **values}) + "\n")
 
     def drop_after(self, step: int) -> None:
-        """Keep the events up to ``step`` (a resume from a checkpoint at ``step`` logs the later ones again).
+        """Keep the events up to ``step``: training restarts there (0, or a checkpoint's step) and logs the
+        later ones again.
 
         A line torn by a kill mid-write is dropped too. Rewritten through a temporary file and a rename.
         """
@@ -74,7 +75,7 @@ class Loggers:
         if self.wandb is not None:
             self.wandb.log(kind, step, values)
 
-    def resumed_at(self, step: int) -> None:
+    def start_at(self, step: int) -> None:
         self.jsonl.drop_after(step)
 
     def finish(self, record: dict[str, Any]) -> None:
