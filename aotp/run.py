@@ -144,6 +144,9 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
                   f"record: {record_path}")
             return previous
         set_aside_previous(run_dir)  # force: the old record stays aside until this run succeeds
+        from aotp.trainer.checkpoint import delete_checkpoint
+
+        delete_checkpoint(run_dir / "checkpoint")  # one left by a kill after the record: retrain, not resume
         print(f"Retraining {run_dir.name} (force=true); the earlier record is kept as result.json.previous until "
               f"this run succeeds", flush=True)
     base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),

@@ -9,12 +9,13 @@ Save protocol (each file and folder is fsynced before the next step, so "written
 1. :func:`recover` the leftovers of an earlier kill (below);
 2. write ``trainable.safetensors``, ``best.safetensors`` (when there is a best state) and ``state.pt``
    into ``checkpoint.tmp-<pid>/``, then the marker ``complete.json`` = ``{"step": N}`` last;
-3. delete ``checkpoint/`` (its marker first, so a half-deleted folder is never taken as complete);
+3. delete ``checkpoint/`` (``state.pt`` first, so a half-deleted folder is never taken as complete);
 4. rename ``checkpoint.tmp-<pid>/`` to ``checkpoint/``.
 
 Recovery rule, for any combination of ``checkpoint/``, ``checkpoint.old/`` and ``checkpoint.tmp*/``:
-a folder is *complete* when it has the marker (or, for ``checkpoint/`` and ``checkpoint.old/`` written
-by the earlier two-rename protocol, which had no marker: ``state.pt`` and ``trainable.safetensors``);
+a folder is *complete* when it holds ``state.pt`` and ``trainable.safetensors`` and the marker (the
+marker is not required of ``checkpoint/`` and ``checkpoint.old/``, which the earlier two-rename
+protocol wrote without one);
 the complete folder with the highest marker step wins (a marker-less one counts as step -1; ties:
 ``checkpoint/`` > ``checkpoint.tmp*`` > ``checkpoint.old/``); every other folder is deleted and the
 winner is renamed to ``checkpoint/``. Every step of the recovery is itself a state the rule maps to
@@ -38,8 +39,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-MARKER = "complete.json"  # written last into a new checkpoint, deleted first from an old one
-REQUIRED = ("state.pt", "trainable.safetensors")  # what a marker-less (earlier protocol) checkpoint must hold
+MARKER = "complete.json"  # written last into a new checkpoint
+REQUIRED = ("state.pt", "trainable.safetensors")  # what every complete checkpoint holds; state.pt is deleted first
 
 
 def rng_state() -> dict[str, Any]:
@@ -98,10 +99,8 @@ def _remove_tree(path: Path) -> None:
 
 
 def _delete_checkpoint(path: Path) -> None:
-    """Marker first: from that instruction on, ``path`` is no longer taken as a complete checkpoint."""
-    _remove_file(path / MARKER)
-    for name in REQUIRED:  # an earlier-protocol folder counts as complete while these two exist
-        _remove_file(path / name)
+    """``state.pt`` first: from that instruction on, ``path`` is no longer complete, under either rule."""
+    _remove_file(path / "state.pt")
     _remove_tree(path)
 
 
@@ -116,15 +115,15 @@ def _completeness(path: Path, temporary: bool) -> Optional[int]:
     """The step of a complete checkpoint folder, -1 for a complete earlier-protocol one, None if not complete."""
     if not path.is_dir():
         return None
+    if not all((path / name).is_file() for name in REQUIRED):
+        return None  # a deletion started (it removes state.pt first), or a save that did not get that far
     marker = path / MARKER
     if marker.is_file():
         try:
             return int(json.loads(marker.read_text())["step"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a marker is written whole before it is fsynced; unreadable means not ours
-    if temporary:
-        return None  # a temporary folder without a marker is a save that did not finish
-    return -1 if all((path / name).is_file() for name in REQUIRED) else None
+    return None if temporary else -1  # a temporary folder without a marker is a save that did not finish
 
 
 def recover(directory: Path) -> Optional[Path]:

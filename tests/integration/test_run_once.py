@@ -72,11 +72,15 @@ def to_dict(args):
 
 def test_force_retrains_in_the_same_run_dir_and_keeps_the_old_record_until_it_succeeds(tmp_path, monkeypatch):
     from aotp import run as run_module
+    from aotp.trainer import checkpoint as checkpoint_module
 
     args = [*ARGS, "trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=1", f"paths.results={tmp_path}",
             f"paths.cache={tmp_path / 'cache'}"]
-    first = run_module.execute(compose(args))
+    with monkeypatch.context() as patch:  # killed after writing its record, before deleting its checkpoint
+        patch.setattr(checkpoint_module, "delete_checkpoint", lambda directory: None)
+        first = run_module.execute(compose(args))
     (run_dir,) = tmp_path.glob("glue-rte*")
+    assert (run_dir / "checkpoint" / "state.pt").is_file()
     assert run_id(to_dict([*args, "force=true"])) == first["run_id"]
 
     def crash(*_, **__):
@@ -87,6 +91,7 @@ def test_force_retrains_in_the_same_run_dir_and_keeps_the_old_record_until_it_su
         with pytest.raises(RuntimeError, match="out of memory"):
             run_module.execute(compose([*args, "force=true"]))
     assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"
+    assert not list(run_dir.glob("checkpoint*"))  # a forced rerun retrains from the start, never resumes
     assert json.loads((run_dir / "result.json.previous").read_text()) == json.loads(json.dumps(first, default=str))
     curves = [("train", 1), ("train", 2), ("eval", 2), ("train", 3), ("train", 4), ("eval", 4)]
     previous_curves = (run_dir / "metrics.jsonl.previous").read_text().splitlines()
