@@ -187,8 +187,7 @@ class RunLock:
                 return False
         finally:
             self.guard.unlink(missing_ok=True)
-        log.warning("took over the stale lock of run %s: %s", self.path.parent.name, reason)
-        print(f"Warning: took over the stale lock {self.path}: {reason}", flush=True)
+        log.warning("took over the stale lock %s: %s", self.path, reason)
         return True
 
     # -- heartbeat -------------------------------------------------------------------------------------

@@ -61,22 +61,23 @@ def test_a_waiting_launch_gives_up_after_wait_seconds(tmp_path):
         assert time.monotonic() - started >= 0.3
 
 
-def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_with_a_warning(tmp_path, capsys):
+def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_with_a_warning(tmp_path, caplog):
     pid = dead_pid()
     write_lock(tmp_path, pid, socket.gethostname())
     with RunLock(tmp_path) as lock:
         assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
-    assert f"pid {pid} on this host" in capsys.readouterr().out and not (tmp_path / LOCK_NAME).exists()
+    assert f"took over the stale lock {tmp_path / LOCK_NAME}: its owner, pid {pid} on this host" in caplog.text
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_a_lock_of_another_host_is_stale_only_without_a_heartbeat_for_stale_seconds(tmp_path, capsys):
+def test_a_lock_of_another_host_is_stale_only_without_a_heartbeat_for_stale_seconds(tmp_path, caplog):
     write_lock(tmp_path, 1, "some-other-node", age_seconds=30)
     with pytest.raises(RunLocked, match="pid 1 on some-other-node"):
         RunLock(tmp_path, stale_seconds=60, heartbeat_seconds=10).acquire()
     write_lock(tmp_path, 1, "some-other-node", age_seconds=90)
     with RunLock(tmp_path, stale_seconds=60, heartbeat_seconds=10):
         pass
-    assert "has not refreshed it for 90 s (> lock.stale_seconds=60)" in capsys.readouterr().out
+    assert "pid 1 on some-other-node, has not refreshed it for 90 s (> lock.stale_seconds=60)" in caplog.text
 
 
 def test_a_live_process_on_this_host_keeps_its_lock(tmp_path):
