@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -27,8 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aotp.results.record import (SCHEMA_VERSION, environment, git_info, read_record, run_dir_name, run_id,
-                                 write_json_atomic)
+from aotp.results.lock import RunLocked, run_lock
+from aotp.results.record import (SCHEMA_VERSION, drop_previous, environment, git_info, read_record, run_dir_name,
+                                 run_id, set_aside_previous, write_json_atomic)
 
 log = logging.getLogger("aotp.run")
 
@@ -122,7 +122,33 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); record: {record_path}")
         return previous
     spec, method = validate(cfg)
+    try:
+        lock = run_lock(run_dir, to_container(cfg.lock) if cfg.get("lock") is not None else None)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock.acquire()  # another launch of this run holds it: wait (lock.wait_seconds) or RunLocked, never train twice
+    try:
+        return execute_locked(cfg, spec, method, run_dir, identifier, config)
+    finally:
+        lock.release()
+
+
+def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str, config: dict) -> dict[str, Any]:
+    """The run, its lock held. The record is read again: the launch that held the lock may have finished it."""
+    record_path = run_dir / "result.json"
+    previous = read_record(record_path)
+    if previous is not None and previous.get("status") == "success":
+        if not cfg.get("force", False):
+            print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); "
+                  f"record: {record_path}")
+            return previous
+        set_aside_previous(run_dir)  # force: the old record stays aside until this run succeeds
+        from aotp.trainer.checkpoint import delete_checkpoint
+
+        delete_checkpoint(run_dir / "checkpoint")  # one left by a kill after the record: retrain, not resume
+        print(f"Retraining {run_dir.name} (force=true); the earlier record is kept as result.json.previous until "
+              f"this run succeeds", flush=True)
     base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
             "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
             "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
@@ -135,7 +161,6 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config)
         record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
                   "wall_seconds": time.time() - started}
-        (run_dir / "checkpoint").exists() and shutil.rmtree(run_dir / "checkpoint")
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                   "traceback": traceback.format_exc(), "wall_seconds": time.time() - started,
@@ -145,6 +170,10 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
             loggers.finish(record)
         raise
     write_json_atomic(record_path, record)
+    from aotp.trainer.checkpoint import delete_checkpoint
+
+    delete_checkpoint(run_dir / "checkpoint")  # after the record: a kill in between leaves a finished run
+    drop_previous(run_dir)
     loggers.finish(record)
     print(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
           f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
@@ -269,6 +298,11 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         record = execute(cfg)
+    except RunLocked as error:  # another process trains this run: nothing is recorded, nothing trained twice
+        print(f"Error: {error}", file=sys.stderr)
+        if multirun:
+            return None
+        sys.exit(2)
     except Exception as error:  # noqa: BLE001
         if multirun:  # a failed run is recorded as failed; the sweep goes on
             print(f"Run failed (recorded as failed): {type(error).__name__}: {error}", file=sys.stderr)

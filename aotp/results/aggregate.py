@@ -193,8 +193,8 @@ def load_runs(results_dir: Path, experiments: Optional[Sequence[str]] = None) ->
             warnings.append(f"record {relative} says success but has no metrics.main; ignored")
             continue
         runs.append(run)
-    unfinished = sorted(str(p.parent.relative_to(results_dir)) for p in results_dir.rglob("checkpoint")
-                        if p.is_dir() and not (p.parent / "result.json").exists())
+    unfinished = sorted({str(p.parent.relative_to(results_dir)) for p in results_dir.rglob("checkpoint*")
+                         if p.is_dir() and not (p.parent / "result.json").exists()})  # also checkpoint.tmp-<pid>
     if unfinished:
         warnings.append(f"{len(unfinished)} run folder(s) have a checkpoint but no record (running, or killed: "
                         f"rerun the sweep to resume them): {', '.join(unfinished[:5])}{' …' if len(unfinished) > 5 else ''}")

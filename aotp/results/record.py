@@ -26,6 +26,7 @@ NON_SEMANTIC = {
     "experiment": None,
     "experiment_name": None,
     "hydra": None,
+    "lock": None,
     # how a run is executed, not what it computes (thread count and device only reorder float sums)
     "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
     "data": {"root", "cache"},
@@ -38,6 +39,12 @@ ADDED_LATER = {
 }
 
 
+# Keys recorded in every run id so far with one value, pinned to it: ``force`` entered the id until it was
+# seen to put a forced rerun in a second folder; pinned to its default, earlier ids stay and a forced
+# rerun retrains in the same folder.
+PINNED = {"force": False}
+
+
 def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
     semantic = {}
     for key, value in config.items():
@@ -46,6 +53,9 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
         if key in NON_SEMANTIC and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in NON_SEMANTIC[key]}
         semantic[key] = value
+    for key, value in PINNED.items():
+        if key in semantic:
+            semantic[key] = value
     for key, defaults in ADDED_LATER.items():
         if isinstance(semantic.get(key), dict):
             semantic[key] = {k: v for k, v in semantic[key].items() if k not in defaults or v != defaults[k]}
@@ -153,6 +163,24 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+PREVIOUS_SUFFIX = ".previous"
+SET_ASIDE = ("result.json", "metrics.jsonl")  # what a forced rerun replaces and keeps aside until it succeeds
+
+
+def set_aside_previous(run_dir: Path) -> None:
+    """Before a forced rerun: ``result.json`` -> ``result.json.previous`` (and the curves likewise)."""
+    for name in SET_ASIDE:
+        path = Path(run_dir) / name
+        if path.exists():
+            os.replace(path, path.with_name(name + PREVIOUS_SUFFIX))
+
+
+def drop_previous(run_dir: Path) -> None:
+    """After a forced rerun succeeded: the set-aside files go."""
+    for name in SET_ASIDE:
+        (Path(run_dir) / (name + PREVIOUS_SUFFIX)).unlink(missing_ok=True)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

@@ -20,6 +20,25 @@ class JsonlLogger:
         with open(self.path, "a") as handle:
             handle.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **values}) + "\n")
 
+    def drop_after(self, step: int) -> None:
+        """Keep the events up to ``step``: training restarts there (0, or a checkpoint's step) and logs the
+        later ones again.
+
+        A line torn by a kill mid-write is dropped too. Rewritten through a temporary file and a rename.
+        """
+        if not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if int(json.loads(line)["step"]) <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        temporary = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, self.path)
+
 
 class WandbLogger:
     """Mirrors metrics and the final record to W&B: online when WANDB_API_KEY is set, else offline."""
@@ -55,6 +74,9 @@ class Loggers:
         self.jsonl.log(kind, step, values)
         if self.wandb is not None:
             self.wandb.log(kind, step, values)
+
+    def start_at(self, step: int) -> None:
+        self.jsonl.drop_after(step)
 
     def finish(self, record: dict[str, Any]) -> None:
         if self.wandb is not None:

@@ -151,6 +151,7 @@ class Trainer:
             set_rng_state(resumed["rng"])
             log.info("resumed from %s at step %d", self.checkpoint_dir, state["step"])
             print(f"Resuming from checkpoint at step {state['step']}/{self.total_steps}", flush=True)
+        self.loggers.start_at(state["step"])  # events of an earlier attempt after this step are logged again below
 
         def checkpoint() -> None:
             save_checkpoint(self.checkpoint_dir, self.method.trainable_state_dict(model), best_state,

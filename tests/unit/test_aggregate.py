@@ -162,14 +162,17 @@ def test_without_a_current_spec_mixed_versions_keep_the_newest(tmp_path):
 
 def test_duplicate_records_and_unfinished_runs_are_reported(tmp_path):
     runs = tmp_path / "runs"
-    write_record(runs, main=0.5, name="aaa", experiment="one")
+    forced = write_record(runs, main=0.5, name="aaa", experiment="one")
+    (forced / "result.json.previous").write_text((forced / "result.json").read_text().replace("0.5", "0.1"))
     write_record(runs, main=0.9, name="bbb", experiment="two")
     (runs / "glue-rte__x__full_ft__seed3__ccc" / "checkpoint").mkdir(parents=True)
+    (runs / "glue-rte__x__full_ft__seed3__ccc" / "checkpoint.old").mkdir()  # one folder, counted once
+    (runs / "glue-rte__x__full_ft__seed4__ddd" / "checkpoint.tmp-123").mkdir(parents=True)  # killed mid-save
     result = run(runs, tmp_path / "out", plots=False)
     assert result.tables[0].cells[("full_ft", "rte")].values == {1: 0.5}  # smallest run id, deterministic
     warnings = "\n".join(result.warnings)
     assert "several successful records with different run ids" in warnings and "aaa, bbb" in warnings
-    assert "1 run folder(s) have a checkpoint but no record" in warnings
+    assert "2 run folder(s) have a checkpoint but no record" in warnings  # the record set aside by force is not read
     only_two = run(runs, tmp_path / "out2", plots=False, experiments=["two"])
     assert only_two.tables[0].cells[("full_ft", "rte")].values == {1: 0.9}
 
