@@ -70,6 +70,11 @@ def validate(cfg: DictConfig):
     if cfg.method.get("head_lr") is not None and float(cfg.method.head_lr) <= 0:
         raise ConfigError(f"method.head_lr (the task head's learning rate; null = method.lr) must be positive, "
                           f"got {cfg.method.head_lr}")
+    betas = list(trainer.get("adam_betas", [0.9, 0.999]))
+    if len(betas) != 2 or not all(0.0 <= float(beta) < 1.0 for beta in betas):
+        raise ConfigError(f"trainer.adam_betas must be two numbers in [0, 1), got {betas}")
+    if float(trainer.get("adam_eps", 1e-8)) <= 0:
+        raise ConfigError(f"trainer.adam_eps must be positive, got {trainer.adam_eps}")
     if not trainer.get("max_steps") and int(trainer.epochs) <= 0:
         raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={trainer.epochs}, "
                           f"max_steps={trainer.get('max_steps')})")

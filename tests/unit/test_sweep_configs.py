@@ -20,7 +20,7 @@ EXPERIMENTS = sorted((CONFIGS / "experiment").glob("*.yaml"))
 PAPER = [p for p in EXPERIMENTS if p.stem.startswith("paper_")]
 SPECIALIZATIONS = sorted((CONFIGS / "specialize").rglob("*.yaml"))
 ALL_METHODS = ["full_ft", "bitfit", "lora", "adapter_houlsby", "adapter_pfeiffer", "ptuning_v2", "aot_fc", "aot_kron"]
-GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+GLUE = ["mnli", "cola", "sst2", "mrpc", "qqp", "stsb", "qnli", "rte", "wnli"]  # MNLI first: warm starts read it
 SUPERGLUE = ["boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc"]
 
 
@@ -86,8 +86,8 @@ def test_each_sweep_job_gets_its_grid_learning_rate_and_a_distinct_run_id():
     for method in ALL_METHODS:
         METHODS.get(method)  # registered
         for index in (0, 1, 2):
-            # glue/cola has no per-(method, model, task) specialization, so the experiment's epochs apply
-            cfg = compose(["experiment=paper_glue_roberta_base", f"method={method}", "task=glue/cola",
+            # deberta_v3_base has no per-(method, model, task) specialization, so the experiment's epochs apply
+            cfg = compose(["experiment=paper_glue_deberta_v3_base", f"method={method}", "task=glue/cola",
                            f"experiment.lr_index={index}", "seed=1"])
             config = OmegaConf.to_container(cfg, resolve=True)
             assert config["method"]["lr"] == config["experiment"]["lr_grid"][method][index]
@@ -95,8 +95,8 @@ def test_each_sweep_job_gets_its_grid_learning_rate_and_a_distinct_run_id():
             ids[(method, index)] = run_id(config)
     assert len(set(ids.values())) == len(ids)
     # the grid bookkeeping (experiment.*) is not part of the run id; the resulting lr is
-    same = compose(["model=roberta_base", "method=lora", "task=glue/cola", "seed=1", "trainer.epochs=20",
-                    f"method.lr={OmegaConf.to_container(compose(['experiment=paper_glue_roberta_base'])).get('experiment')['lr_grid']['lora'][1]}"])
+    same = compose(["model=deberta_v3_base", "method=lora", "task=glue/cola", "seed=1", "trainer.epochs=20",
+                    f"method.lr={OmegaConf.to_container(compose(['experiment=paper_glue_deberta_v3_base'])).get('experiment')['lr_grid']['lora'][1]}"])
     assert run_id(OmegaConf.to_container(same, resolve=True)) == ids[("lora", 1)]
 
 
@@ -114,6 +114,10 @@ def test_command_line_narrows_a_sweep():
 def _specialized(path: Path) -> tuple[str, list[str]]:
     method, model, benchmark, task = path.relative_to(CONFIGS / "specialize").with_suffix("").parts
     return f"{method}/{model}/{benchmark}/{task}", [f"method={method}", f"model={model}", f"task={benchmark}/{task}"]
+
+
+def method_of(name: str) -> str:
+    return name.split("/")[0]
 
 
 def _flatten(node, prefix=""):
@@ -151,7 +155,10 @@ def test_specialization_only_changes_existing_keys_and_never_the_lr(path):
     plain_keys = {k for k in plain if not k.startswith("model.")}
     assert special_keys == plain_keys, special_keys ^ plain_keys
     changed = {k for k in plain_keys if plain[k] != special[k]}
-    assert changed and "method.lr" not in changed, changed
+    assert changed, name
+    # method.lr moves only with this method's grid (same length: one entry per lr_index), never on its own
+    grid = f"experiment.lr_grid.{method_of(name)}"
+    assert "method.lr" not in changed or (grid in changed and len(special[grid]) == len(plain[grid])), changed
 
 
 def test_specializations_are_selected_automatically():
