@@ -177,6 +177,19 @@ def test_the_recipes_named_in_issue_14():
     assert (list(full.trainer.adam_betas), full.trainer.adam_eps, full.trainer.max_grad_norm) == ([0.9, 0.98], 1e-6, None)
 
 
+def test_published_figures_that_start_from_mnli_say_so_and_their_recipes_warm_start():
+    references = yaml.safe_load((REPO_ROOT / "results" / "references.yaml").read_text())["references"]
+    said = {f"{r['method']}/{r['model']}/{r['benchmark']}/{task}": number.get("starts_from")
+            for r in references for task, number in r["tasks"].items() if isinstance(number, dict)}
+    warm = {key for key, recipe in RECIPES["recipes"].items() if "lora_path" in recipe["cited"]}
+    assert {key for key, source in said.items() if source} == warm & set(said) == {
+        "lora/roberta_base/glue/rte", "lora/roberta_base/glue/mrpc", "lora/roberta_base/glue/stsb"}
+    for key in warm:
+        method, model, benchmark, task = key.split("/")
+        cfg = compose([f"method={method}", f"model={model}", f"task={benchmark}/{task}"])
+        assert cfg.method.init_from == "task:glue/mnli" and said.get(key) in (None, "glue/mnli"), key
+
+
 def test_a_cited_value_the_config_does_not_hold_is_reported():
     cfg = compose(["experiment=paper_glue_roberta_base", "method=lora", "task=glue/rte",
                    "trainer.gradient_accumulation_steps=1", "trainer.epochs=20"])
