@@ -58,7 +58,8 @@ def test_experiment_files_name_themselves(path):
 
 def test_paper_experiments_cover_every_backbone_benchmark_task_and_method():
     expected = {f"paper_{b}_{m}" for b in ("glue", "superglue")
-                for m in ("roberta_base", "roberta_large", "deberta_v3_base", "deberta_v3_large", "deberta_xlarge")}
+                for m in ("roberta_base", "roberta_large", "deberta_v3_base", "deberta_v3_large", "deberta_xlarge",
+                          "deberta_v2_xlarge")}  # the paper's "DeBERTa-XL": v1 and v2, both
     assert expected <= {p.stem for p in PAPER}
     for path in PAPER:
         cfg = compose([f"experiment={path.stem}"], hydra=True)
