@@ -144,6 +144,8 @@ def resolve_init_from(cfg: DictConfig, overrides: list[str] | None) -> Path | No
         task = value.removeprefix("task:")
         if not (CONFIG_DIR / "task" / f"{task}.yaml").is_file():
             raise ConfigError(f"{option}: no task {task!r} (configs/task/<benchmark>/<task>.yaml)")
+        if task == f"{cfg.task.benchmark}/{cfg.task.name}":
+            raise ConfigError(f"{option} names this run's own task; a warm start needs another task's run")
         if overrides is None:
             raise ConfigError(f"{option} needs the run's overrides: start it with python -m aotp.run")
         kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("task", "method.init_from")]
@@ -360,10 +362,12 @@ def main(cfg: DictConfig) -> float | None:
     try:
         record = execute(cfg)
     except Exception as error:  # noqa: BLE001
-        if multirun:  # a failed run is recorded as failed; the sweep goes on
-            print(f"Run failed (recorded as failed): {type(error).__name__}: {error}", file=sys.stderr)
+        refused = isinstance(error, ConfigError) or type(error).__name__ in ("UnknownChoiceError", "DataFileError")
+        if multirun:  # a failed run is recorded as failed (a refused one, before training, records nothing); the sweep goes on
+            what = "Run refused before training (nothing recorded)" if refused else "Run failed (recorded as failed)"
+            print(f"{what}: {type(error).__name__}: {error}", file=sys.stderr)
             return None
-        if isinstance(error, (ConfigError,)) or type(error).__name__ in ("UnknownChoiceError", "DataFileError"):
+        if refused:
             print(f"Error: {error}", file=sys.stderr)
             sys.exit(2)
         raise

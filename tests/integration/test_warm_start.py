@@ -93,6 +93,8 @@ def test_a_missing_source_is_a_one_line_error_before_any_model_is_built(tmp_path
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing trained, no record
     with pytest.raises(ConfigError, match=r"no run directory named \*__0123456789 under paths.results"):
         execute(compose(overrides(tmp_path, "task=glue/rte", "method.init_from=0123456789")))
+    with pytest.raises(ConfigError, match="method.init_from=task:glue/rte names this run's own task"):
+        execute(compose(overrides(tmp_path, "task=glue/rte", "method.init_from=task:glue/rte")), overrides=[])
 
 
 def test_the_cli_finds_the_source_from_its_own_overrides(tmp_path, mnli_run):
