@@ -47,6 +47,8 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
         if key in NON_SEMANTIC and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in NON_SEMANTIC[key]}
         semantic[key] = value
+    if "force" in semantic:  # how to treat an existing record, not what the run computes; kept at its default
+        semantic["force"] = False  # (false) so that the ids of every recorded run stay what they were
     for key, defaults in ADDED_LATER.items():
         if isinstance(semantic.get(key), dict):
             semantic[key] = {k: v for k, v in semantic[key].items() if k not in defaults or v != defaults[k]}

@@ -306,3 +306,16 @@ def test_a_task_field_overridden_on_the_command_line_enters_the_run_id():
     moved = OmegaConf.to_container(compose(["model=tiny_bert", "task=superglue/multirc",
                                             "task.local.dir=elsewhere/MultiRC"]), resolve=True)
     assert run_id(moved) == run_id(base)
+
+
+def test_keys_added_for_recipes_and_force_leave_earlier_run_ids_unchanged():
+    config = OmegaConf.to_container(compose(["model=tiny_bert", "task=glue/rte"]), resolve=True)
+    # the config as it was before trainer.adam_betas/adam_eps and method.init_from existed
+    before = {**config, "trainer": {k: v for k, v in config["trainer"].items() if k not in ("adam_betas", "adam_eps")},
+              "method": {k: v for k, v in config["method"].items() if k != "init_from"}}
+    assert run_id(config) == run_id(before)
+    for key, value in (("trainer", {"adam_eps": 1e-6}), ("trainer", {"adam_betas": [0.9, 0.98]}),
+                       ("method", {"init_from": "task:glue/mnli"})):
+        assert run_id({**config, key: {**config[key], **value}}) != run_id(config), value
+    # force=true reruns the same run (same id, same directory), it is not another run
+    assert run_id({**config, "force": True}) == run_id(config)
