@@ -92,6 +92,7 @@ def expected_settings(cited: dict, cfg) -> tuple[dict[str, object], set[str]]:
     rule(["lora_path"], "method.init_from", lambda p: "task:glue/mnli" if "mnli" in p else p)
     rule(["pre_seq_len"], "method.options.prefix_length", lambda p: p)
     rule(["hidden_dropout_prob"], "method.options.dropout", lambda p: p)
+    rule(["prefix_projection"], "method.options.reparametrize", lambda p: p)  # the MLP over the prefix
     rule(["adapter_size"], "method.options.reduction_factor", lambda m: _hidden_size(cfg) / m)
     return expected, used
 
