@@ -170,7 +170,7 @@ def resolve_init_from(cfg: DictConfig, overrides: list[str] | None) -> Path | No
     return source
 
 
-def warm_start(model, method, source: Path) -> dict[str, Any]:
+def warm_start(model, source: Path) -> dict[str, Any]:
     """Load the source run's trained method weights (``trainable.safetensors``, the task head excepted:
     a new task has its own label space and its head starts fresh, as LoRA's --lora_path does)."""
     from safetensors.torch import load_file
@@ -276,7 +276,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(cfg.seed),
                       pair_encoding=pair_encoding_of(cfg.data))
     method.apply(model)
-    warm = warm_start(model, method, init_source) if init_source is not None else None
+    warm = warm_start(model, init_source) if init_source is not None else None
     if warm is not None:
         print(f"Warm start: {warm['tensors']} trained tensors ({warm['parameters']:,} values) from {init_source}", flush=True)
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
