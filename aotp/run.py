@@ -44,7 +44,10 @@ def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConf
     """Compose the run config exactly as ``python -m aotp.run <overrides>`` would."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # inside a run of python -m aotp.run (a warm start's source)
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
@@ -70,6 +73,11 @@ def validate(cfg: DictConfig):
     if cfg.method.get("head_lr") is not None and float(cfg.method.head_lr) <= 0:
         raise ConfigError(f"method.head_lr (the task head's learning rate; null = method.lr) must be positive, "
                           f"got {cfg.method.head_lr}")
+    betas = list(trainer.get("adam_betas", [0.9, 0.999]))
+    if len(betas) != 2 or not all(0.0 <= float(beta) < 1.0 for beta in betas):
+        raise ConfigError(f"trainer.adam_betas must be two numbers in [0, 1), got {betas}")
+    if float(trainer.get("adam_eps", 1e-8)) <= 0:
+        raise ConfigError(f"trainer.adam_eps must be positive, got {trainer.adam_eps}")
     if not trainer.get("max_steps") and int(trainer.epochs) <= 0:
         raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={trainer.epochs}, "
                           f"max_steps={trainer.get('max_steps')})")
@@ -109,8 +117,87 @@ def validate(cfg: DictConfig):
     return spec, method
 
 
-def execute(cfg: DictConfig) -> dict[str, Any]:
-    """One run. Returns its record (also written to ``<run_dir>/result.json``)."""
+def job_overrides() -> list[str] | None:
+    """The command-line overrides of this Hydra job (a sweep job's own values included), or None outside Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def resolve_init_from(cfg: DictConfig, overrides: list[str] | None) -> Path | None:
+    """The finished run that ``method.init_from`` names, as its run directory; None when unset.
+
+    ``method.init_from`` is a run directory, a run id (looked up under ``paths.results``) or
+    ``task:<benchmark>/<task>``: the run of this very config (same overrides, hence the same
+    experiment, method, model, learning rate and seed) on that task, with that task's own
+    specialization; e.g. the LoRA recipes for RTE/MRPC/STS-B start from the MNLI run. The source must
+    have finished (``status: success``) with the same method and model; anything else is a
+    :class:`ConfigError` raised before any model is built.
+    """
+    value = cfg.method.get("init_from")
+    if value in (None, ""):
+        return None
+    value = str(value)
+    option = f"method.init_from={value}"
+    results = Path(cfg.paths.results)
+    if value.startswith("task:"):
+        task = value.removeprefix("task:")
+        if not (CONFIG_DIR / "task" / f"{task}.yaml").is_file():
+            raise ConfigError(f"{option}: no task {task!r} (configs/task/<benchmark>/<task>.yaml)")
+        if task == f"{cfg.task.benchmark}/{cfg.task.name}":
+            raise ConfigError(f"{option} names this run's own task; a warm start needs another task's run")
+        if overrides is None:
+            raise ConfigError(f"{option} needs the run's overrides: start it with python -m aotp.run")
+        kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("task", "method.init_from")]
+        source_config = to_container(compose(kept + [f"task={task}", "method.init_from=null"]))
+        source = results / run_dir_name(source_config, run_id(source_config))
+        where = f"no finished run of this config on {task} at {source}; run it first (task={task}, same overrides)"
+    elif Path(value).is_dir():
+        source, where = Path(value), f"{value} holds no successful result.json"
+    else:
+        matches = sorted(results.glob(f"*__{value}"))
+        if len(matches) != 1:
+            found = "no run directory" if not matches else f"{len(matches)} run directories"
+            raise ConfigError(f"{option}: {found} named *__{value} under paths.results={results} "
+                              f"(give a run directory, a run id or task:<benchmark>/<task>)")
+        source, where = matches[0], f"run {value} ({matches[0]}) has not succeeded"
+    record = read_record(source / "result.json")
+    if record is None or record.get("status") != "success" or not (source / "trainable.safetensors").is_file():
+        raise ConfigError(f"{option}: {where}")
+    for key in ("method", "model"):
+        if record.get(key) != cfg[key].name:
+            raise ConfigError(f"{option}: the source run is {key}={record.get(key)}, this run {key}={cfg[key].name}")
+    return source
+
+
+def warm_start(model, source: Path) -> dict[str, Any]:
+    """Load the source run's trained method weights (``trainable.safetensors``, the task head excepted:
+    a new task has its own label space and its head starts fresh, as LoRA's --lora_path does)."""
+    from safetensors.torch import load_file
+
+    tensors = {name: value for name, value in load_file(str(source / "trainable.safetensors")).items()
+               if not name.startswith("head.")}
+    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head.")}
+    missing, unexpected = set(parameters) - set(tensors), set(tensors) - set(parameters)
+    if missing or unexpected:
+        raise ConfigError(f"method.init_from={source}: its trained weights do not fit this model "
+                          f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    import torch
+
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if parameters[name].shape != value.shape:
+                raise ConfigError(f"method.init_from={source}: {name} has shape {tuple(value.shape)}, "
+                                  f"this model {tuple(parameters[name].shape)}")
+            parameters[name].copy_(value)
+    source_record = read_record(source / "result.json") or {}
+    return {"run_dir": str(source), "run_id": source_record.get("run_id"), "task": source_record.get("task"),
+            "tensors": len(tensors), "parameters": int(sum(t.numel() for t in tensors.values()))}
+
+
+def execute(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """One run. Returns its record (also written to ``<run_dir>/result.json``). ``overrides``: the
+    command-line overrides (read from Hydra when None), needed by ``method.init_from=task:...``."""
     config = to_container(cfg)
     identifier = run_id(config)
     run_dir = Path(cfg.paths.results) / run_dir_name(config, identifier)
@@ -122,6 +209,7 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); record: {record_path}")
         return previous
     spec, method = validate(cfg)
+    init_source = resolve_init_from(cfg, overrides if overrides is not None else job_overrides())
     try:
         lock = run_lock(run_dir, to_container(cfg.lock) if cfg.get("lock") is not None else None)
     except ValueError as error:
@@ -129,12 +217,13 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock.acquire()  # another launch of this run holds it: wait (lock.wait_seconds) or RunLocked, never train twice
     try:
-        return execute_locked(cfg, spec, method, run_dir, identifier, config)
+        return execute_locked(cfg, spec, method, run_dir, identifier, config, init_source)
     finally:
         lock.release()
 
 
-def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str, config: dict) -> dict[str, Any]:
+def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str, config: dict,
+                   init_source=None) -> dict[str, Any]:
     """The run, its lock held. The record is read again: the launch that held the lock may have finished it."""
     record_path = run_dir / "result.json"
     previous = read_record(record_path)
@@ -158,7 +247,7 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
     git_at_start = git_info()
     loggers = None
     try:
-        record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config)
+        record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config, init_source)
         record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
                   "wall_seconds": time.time() - started}
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
@@ -195,7 +284,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict)
     return Loggers(JsonlLogger(run_dir / "metrics.jsonl"), wandb)
 
 
-def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: dict):
+def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: dict, init_source: Path | None = None):
     import torch
     from transformers import set_seed
 
@@ -217,6 +306,9 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(cfg.seed),
                       pair_encoding=pair_encoding_of(cfg.data))
     method.apply(model)
+    warm = warm_start(model, init_source) if init_source is not None else None
+    if warm is not None:
+        print(f"Warm start: {warm['tensors']} trained tensors ({warm['parameters']:,} values) from {init_source}", flush=True)
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()),
               "expected_trainable": method.expected_trainable_parameters(model)}
@@ -259,6 +351,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
                       "stopped_early": state["stopped_early"], "total_steps": trainer.total_steps,
                       "steps_done": state["step"], "history": state["history"]},
         "params": {**params, "share": params["trainable"] / params["total"]},
+        **({"init_from": warm} if warm is not None else {}),
         "inference": {**inference_facts, "max_abs_logit_diff": max_diff, "tolerance": tolerance,
                       "prepare_seconds": prepare_seconds},
         "data": {split: len(data[split]) for split in data.splits},
@@ -304,10 +397,12 @@ def main(cfg: DictConfig) -> float | None:
             return None
         sys.exit(2)
     except Exception as error:  # noqa: BLE001
-        if multirun:  # a failed run is recorded as failed; the sweep goes on
-            print(f"Run failed (recorded as failed): {type(error).__name__}: {error}", file=sys.stderr)
+        refused = isinstance(error, ConfigError) or type(error).__name__ in ("UnknownChoiceError", "DataFileError")
+        if multirun:  # a failed run is recorded as failed (a refused one, before training, records nothing); the sweep goes on
+            what = "Run refused before training (nothing recorded)" if refused else "Run failed (recorded as failed)"
+            print(f"{what}: {type(error).__name__}: {error}", file=sys.stderr)
             return None
-        if isinstance(error, (ConfigError,)) or type(error).__name__ in ("UnknownChoiceError", "DataFileError"):
+        if refused:
             print(f"Error: {error}", file=sys.stderr)
             sys.exit(2)
         raise

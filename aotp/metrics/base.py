@@ -31,6 +31,11 @@ class Metric:
     inputs: str  # one of INPUT_KINDS
     needs_groups: bool = False
     description: str = ""
+    # How ``groups`` form the units a bootstrap resamples whole, and how a drawn copy is relabelled so that
+    # copies stay apart: ``units(groups) -> [row indices of each unit]`` and ``relabel(copy, unit_groups) ->
+    # that copy's groups``. None: the rows sharing a group value are a unit, copy k is relabelled k.
+    units: Optional[Callable[[Sequence[Any]], list[list[int]]]] = None
+    relabel: Optional[Callable[[int, Sequence[Any]], list[Any]]] = None
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUT_KINDS:
@@ -55,13 +60,13 @@ METRICS: Registry[Metric] = Registry("metric", option="task.metrics")
 
 
 def register_metric(name: str, *, higher_is_better: bool, inputs: str, needs_groups: bool = False,
-                    description: str = "") -> Callable:
+                    description: str = "", units: Optional[Callable] = None, relabel: Optional[Callable] = None) -> Callable:
     """Decorator: ``@register_metric("accuracy", higher_is_better=True, inputs="labels")`` on
-    ``def fn(predictions, references, groups) -> float``."""
+    ``def fn(predictions, references, groups) -> float``; ``units``/``relabel``: see :class:`Metric`."""
 
     def decorator(fn: Callable) -> Callable:
         METRICS.register(name)(Metric(name, fn, higher_is_better, inputs, needs_groups,
-                                      description or (fn.__doc__ or "").strip().splitlines()[0]))
+                                      description or (fn.__doc__ or "").strip().splitlines()[0], units, relabel))
         return fn
 
     return decorator

@@ -12,8 +12,10 @@ is the gain of the cell's seed-averaged score (dev-sampling uncertainty; the see
 reported as the full-sample delta, the 2.5 / 97.5 percentiles of delta_b (a 95% percentile interval)
 and ``p_not_better`` = fraction of resamples with delta_b <= 0 (higher-is-better main metrics; the
 sign flips otherwise). The unit is an example, or a group where the split has groups (a MultiRC
-question, an AX-g sentence pair): group metrics (MultiRC exact match, gender parity) are computed
-per group, so a group is resampled whole and each drawn copy becomes its own group.
+question, an AX-g male/female pair): group metrics (MultiRC exact match, gender parity) are computed
+per group, so a group is resampled whole and each drawn copy becomes its own group. A metric whose
+groups are not "rows sharing a value" declares its units (``Metric.units``/``relabel``): AX-g's rows
+carry distinct pair ids p and p + 2, so a unit is the pair and copy k gets the ids 4k and 4k + 2.
 
 This is the standard nonparametric paired bootstrap (Efron & Tibshirani 1993; Koehn 2004 for NLP
 evaluation); it is written here rather than taken from scipy because ``scipy.stats.bootstrap`` resamples
@@ -27,7 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from aotp.metrics.base import compute_metrics, main_metric_higher_is_better, main_metric_value
+from aotp.metrics.base import METRICS, compute_metrics, main_metric_higher_is_better, main_metric_value
 
 
 def _take(values: Any, rows: np.ndarray) -> Any:
@@ -36,18 +38,37 @@ def _take(values: Any, rows: np.ndarray) -> Any:
     return [values[i] for i in rows]
 
 
-def _units(count: int, groups: Optional[Sequence[Any]]) -> list[np.ndarray]:
-    """Row indices of each resampling unit: one row per example, or all rows of a group."""
+def _grouping(metric_names: Sequence[str]):
+    """The grouped metric that decides the resampling units (its ``units``/``relabel``), or None."""
+    grouped = {METRICS.get(name) for name in metric_names if METRICS.get(name).units is not None}
+    if len({(metric.units, metric.relabel) for metric in grouped}) > 1:
+        raise ValueError(f"metrics {sorted(m.name for m in grouped)} group rows into different resampling units")
+    return next(iter(grouped), None)
+
+
+def _units(count: int, groups: Optional[Sequence[Any]], grouping=None) -> list[np.ndarray]:
+    """Row indices of each resampling unit: one row per example, all rows of a group, or the units the
+    grouped metric declares (AX-g: the two rows of a male/female pair)."""
     if groups is None:
         return [np.array([i]) for i in range(count)]
+    if grouping is not None:
+        return [np.array(rows) for rows in grouping.units(groups)]
     members: dict[Any, list[int]] = {}
     for row, group in enumerate(groups):
         members.setdefault(tuple(group) if isinstance(group, list) else group, []).append(row)
     return [np.array(rows) for rows in members.values()]
 
 
-def _split_metrics(metric_names, predictions, references, groups, rows, unit_sizes, prefix) -> dict[str, float]:
-    new_groups = None if groups is None else np.repeat(np.arange(len(unit_sizes)), unit_sizes)
+def _relabelled(groups, chosen: list[np.ndarray], grouping) -> Optional[list[Any]]:
+    """Groups of the resampled rows: each drawn copy k of a unit becomes its own group(s)."""
+    if groups is None:
+        return None
+    if grouping is None or grouping.relabel is None:
+        return [copy for copy, unit in enumerate(chosen) for _ in unit]
+    return [label for copy, unit in enumerate(chosen) for label in grouping.relabel(copy, [groups[i] for i in unit])]
+
+
+def _split_metrics(metric_names, predictions, references, rows, new_groups, prefix) -> dict[str, float]:
     values = compute_metrics(metric_names, _take(predictions, rows), _take(references, rows), groups=new_groups)
     return {prefix + name: float(value) for name, value in values.items()}
 
@@ -63,6 +84,7 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     prefixed = len(splits) > 1
+    grouping = _grouping(metric_names)
     plan = []
     for split, (first, second) in splits.items():
         firsts = list(first) if isinstance(first, (list, tuple)) else [first]
@@ -72,7 +94,7 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
         for one in firsts:
             if len(one["predictions"]) != len(second["predictions"]) or len(one["references"]) != len(references):
                 raise ValueError(f"split {split}: the two predictors were scored on different examples")
-        units = _units(len(references), second.get("groups"))
+        units = _units(len(references), second.get("groups"), grouping)
         plan.append((f"{split}/" if prefixed else "", firsts, second, units))
     members = len(plan[0][1]) if plan else 0
     if any(len(firsts) != members for _, firsts, _, _ in plan):
@@ -86,13 +108,12 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
         for (prefix, firsts, second, units), pick in zip(plan, picks or [None] * len(plan)):
             chosen = units if pick is None else [units[i] for i in pick]
             rows = np.concatenate(chosen)
-            sizes = [len(unit) for unit in chosen]
-            groups = second.get("groups")
+            new_groups = _relabelled(second.get("groups"), chosen, grouping)
             for member, one in zip(metrics_a, firsts):
-                member.update(_split_metrics(metric_names, one["predictions"], one["references"], groups, rows,
-                                             sizes, prefix))
-            metrics_b.update(_split_metrics(metric_names, second["predictions"], second["references"], groups, rows,
-                                            sizes, prefix))
+                member.update(_split_metrics(metric_names, one["predictions"], one["references"], rows, new_groups,
+                                             prefix))
+            metrics_b.update(_split_metrics(metric_names, second["predictions"], second["references"], rows,
+                                            new_groups, prefix))
         main_a = sum(main_metric_value(member, main_names) for member in metrics_a) / members
         return main_a - main_metric_value(metrics_b, main_names)
 

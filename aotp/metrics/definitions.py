@@ -236,7 +236,20 @@ def gender_parity_pairs(pair_ids: Sequence[int]) -> list[tuple[int, int]]:
     return pairs
 
 
-@register_metric("gender_parity", higher_is_better=True, inputs="labels", needs_groups=True)
+def gender_parity_units(pair_ids: Sequence[int]) -> list[list[int]]:
+    """Resampling units of AX-g: the rows of each male/female pair (a bootstrap must draw pairs, not rows)."""
+    return [list(pair) for pair in gender_parity_pairs(pair_ids)]
+
+
+def gender_parity_relabel(copy: int, unit_pair_ids: Sequence[int]) -> list[int]:
+    """Pair ids for drawn copy ``copy`` of one pair: 4 * copy and 4 * copy + 2, in the pair's row order, so
+    :func:`gender_parity_pairs` pairs exactly the two rows of each copy."""
+    low = min(int(pair_id) for pair_id in unit_pair_ids)
+    return [4 * copy + (int(pair_id) - low) for pair_id in unit_pair_ids]
+
+
+@register_metric("gender_parity", higher_is_better=True, inputs="labels", needs_groups=True,
+                 units=gender_parity_units, relabel=gender_parity_relabel)
 def gender_parity(predictions, references, groups) -> float:
     """AX-g gender parity (groups = pair_id): fraction of male/female pairs with the same prediction."""
     y_pred = np.asarray(predictions)

@@ -63,14 +63,19 @@ def family_of(config) -> str:
 
 @BACKBONES.register("tiny")
 def build_tiny(name: str, family: str, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
-               intermediate_size: int = 64, max_position_embeddings: int = 256, seed: int = 0, **_: Any) -> Backbone:
-    """A random backbone; weights depend only on ``seed`` (and the sizes), never on global RNG state."""
+               intermediate_size: int = 64, max_position_embeddings: int = 256, seed: int = 0,
+               conv_kernel_size: int = 0, **_: Any) -> Backbone:
+    """A random backbone; weights depend only on ``seed`` (and the sizes), never on global RNG state.
+    ``conv_kernel_size`` > 0 (deberta_v2 only): layer 0's convolution, as deberta-v2-xlarge has."""
     tokenizer = build_tiny_tokenizer(model_max_length=max_position_embeddings - 2)
     common = dict(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=intermediate_size,
         pad_token_id=tokenizer.pad_token_id,
     )
+    if conv_kernel_size and family != "deberta_v2":
+        raise ValueError(f"model.conv_kernel_size={conv_kernel_size}: only the deberta_v2 family has a convolution "
+                         f"(got family={family})")
     if family == "bert":
         config, cls = BertConfig(max_position_embeddings=max_position_embeddings, **common), BertModel
     elif family == "roberta":
@@ -87,7 +92,8 @@ def build_tiny(name: str, family: str, hidden_size: int = 32, num_layers: int = 
         config = DebertaV2Config(max_position_embeddings=max_position_embeddings, relative_attention=True,
                                  pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0,
                                  position_buckets=32, norm_rel_ebd="layer_norm", share_att_key=True,
-                                 max_relative_positions=-1, **common)
+                                 max_relative_positions=-1, **common,
+                                 **({"conv_kernel_size": conv_kernel_size, "conv_act": "gelu"} if conv_kernel_size else {}))
         cls = DebertaV2Model
     else:
         raise ValueError(f"Unknown tiny model family {family!r} (config option `model.family`); valid: {', '.join(FAMILIES)}")

@@ -35,7 +35,8 @@ NON_SEMANTIC = {
 # id, so the ids (and the skip-if-done of sweeps) of earlier runs stay valid.
 ADDED_LATER = {
     "data": {"pair_encoding": "cross"},
-    "method": {"head_lr": None},
+    "method": {"head_lr": None, "init_from": None},
+    "trainer": {"adam_betas": [0.9, 0.999], "adam_eps": 1e-8},
 }
 
 

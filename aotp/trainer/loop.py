@@ -133,7 +133,8 @@ class Trainer:
     def fit(self, method_lr: float, weight_decay: float, head_lr: Optional[float] = None) -> dict[str, Any]:
         cfg, model, device = self.cfg, self.model, self.device
         model.to(device)
-        optimizer = build_optimizer(model, method_lr, weight_decay, head_lr=head_lr)
+        optimizer = build_optimizer(model, method_lr, weight_decay, betas=tuple(cfg.get("adam_betas", (0.9, 0.999))),
+                                    eps=float(cfg.get("adam_eps", 1e-8)), head_lr=head_lr)
         scheduler = build_scheduler(optimizer, self.total_steps, float(cfg.warmup_ratio), cfg.get("warmup_steps"))
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None, "best_metrics": None,

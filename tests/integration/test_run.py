@@ -100,3 +100,25 @@ def test_record_keeps_the_commit_state_taken_when_the_run_started(shared_data, t
     record = run_module.execute(cfg)
     assert record["status"] == "success" and record["env"]["git"] == {"sha": "a" * 40, "dirty": False}
     assert only_record(tmp_path)[0]["env"]["git"] == {"sha": "a" * 40, "dirty": False}
+
+
+def test_trainer_adam_betas_and_eps_reach_the_optimizer(shared_data, tmp_path, monkeypatch):
+    """fairseq's RoBERTa recipe trains with Adam betas (0.9, 0.98) and eps 1e-6: the trainer options get there."""
+    from aotp import run as run_module
+    from aotp.trainer import loop
+    from tests.helpers import compose
+
+    built = []
+    original = loop.build_optimizer
+
+    def spy(*args, **kwargs):
+        optimizer = original(*args, **kwargs)
+        built.append(optimizer)
+        return optimizer
+
+    monkeypatch.setattr(loop, "build_optimizer", spy)
+    cfg = compose(["model=tiny_bert", f"data.root={shared_data}", f"paths.results={tmp_path}", "trainer.max_steps=1",
+                   f"paths.cache={tmp_path / 'cache'}", "trainer.adam_betas=[0.9,0.98]", "trainer.adam_eps=1e-6", *FAST])
+    assert run_module.execute(cfg)["status"] == "success"
+    (optimizer,) = built
+    assert all(group["betas"] == (0.9, 0.98) and group["eps"] == 1e-6 for group in optimizer.param_groups)

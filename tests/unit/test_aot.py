@@ -270,3 +270,60 @@ def test_config_file_builds_the_method(method_name):
     method = build_method(OmegaConf.to_container(config))
     assert isinstance(method, METHODS.get(method_name))
     assert method.table_dtype in ("fp32", "fp16", "bf16") and method.inference_mode == "materialized"
+
+
+@pytest.mark.parametrize("method_name", AOT)
+def test_deberta_v2_convolution_reads_the_biased_layer_input(method_name):
+    """DeBERTa-v2 with conv_kernel_size (deberta-v2-xlarge): layer 0's ConvLayer reads the embedding output;
+    with AoT it reads what layer 0 reads, h_0 + P_0. Zero biases: the backbone exactly."""
+    def conv_model(seed=0):
+        return make_tiny_task_model("deberta_v2", num_labels=3, seed=seed, conv_kernel_size=3)
+
+    reference = conv_model().eval()
+    assert reference.backbone.encoder.conv is not None
+    model = conv_model()
+    METHODS.get(method_name)(**SMALL[method_name]).apply(model)
+    model.eval()
+    batch = tiny_batch(model, TEXTS_A, TEXTS_B)
+    with torch.no_grad():
+        assert torch.equal(reference(**batch), model(**batch))  # zero-initialised AoT = the frozen backbone
+    perturb(model)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, kwargs):
+            seen[name] = (kwargs.get("hidden_states") if "hidden_states" in kwargs else args[0]).detach().clone()
+        return hook
+
+    encoder = model.backbone.encoder
+    handles = [encoder.layer[0].register_forward_pre_hook(record("layer0"), with_kwargs=True),
+               encoder.conv.register_forward_pre_hook(record("conv"), with_kwargs=True),
+               model.backbone.embeddings.register_forward_hook(lambda m, a, out: seen.update(embeddings=out.detach().clone()))]
+    try:  # hooks registered after AoT's run after them: they see the inputs the modules compute with
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not torch.allclose(seen["conv"], seen["embeddings"])  # the bias changes the convolution's input ...
+    assert torch.equal(seen["conv"], seen["layer0"])             # ... to exactly what layer 0 reads
+
+
+def test_deberta_v2_convolution_keeps_its_bias_in_the_materialised_table(tmp_path):
+    model = make_tiny_task_model("deberta_v2", num_labels=3, conv_kernel_size=3)
+    method = METHODS.get("aot_fc")(**SMALL["aot_fc"])
+    method.apply(model)
+    perturb(model)
+    model.eval()
+    batch = tiny_batch(model, TEXTS_A, TEXTS_B)
+    with torch.no_grad():
+        expected = model(**batch)
+    method.prepare_for_inference(model, tmp_path)  # per-layer gathers from the table, the reused buffers
+    assert model.aot.materialized
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch), expected, atol=1e-5, rtol=0)
+
+
+def test_only_deberta_v2_has_a_convolution():
+    with pytest.raises(ValueError, match="model.conv_kernel_size=3: only the deberta_v2 family has a convolution"):
+        make_tiny_task_model("roberta", conv_kernel_size=3)

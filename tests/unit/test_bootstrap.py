@@ -108,3 +108,43 @@ def test_several_a_predictors_compare_their_mean_main_with_b():
     np.testing.assert_allclose(both["samples"], (first["samples"] + second["samples"]) / 2, atol=1e-12)
     with pytest.raises(ValueError, match="split v: the two predictors were scored on different examples"):
         paired_bootstrap(["accuracy"], ["accuracy"], {"v": ([seed_1, formatted([0, 1], [0, 1])], constant)})
+
+
+def test_ax_g_pairs_are_resampled_by_pair_id_not_by_position():
+    # Issue 14: rows with pair ids [10, 12, 11, 13] are the pairs (rows 0, 1) and (rows 2, 3). A predicts the
+    # same class within each pair (parity 1), as does B: the true gain in gender parity is 0. Pairing the
+    # renumbered rows by position (0 with 2, 1 with 3) gave -1.
+    groups = [10, 12, 11, 13]
+    references = [0, 0, 1, 1]
+    a = formatted([0, 0, 1, 1], references, groups)
+    b = formatted([1, 1, 1, 1], references, groups)
+    result = paired_bootstrap(["gender_parity"], ["gender_parity"], {"diagnostic": (a, b)}, draws=200, seed=0,
+                              return_samples=True)
+    assert result["delta"] == 0.0 and result["units"] == {"diagnostic": 2}
+    assert np.all(result["samples"] == 0.0)  # every resample of whole pairs keeps both predictors at parity 1
+
+
+def test_ax_g_bootstrap_delta_is_the_direct_difference_on_the_released_file(shared_data):
+    import json
+
+    from aotp.metrics import main_metric_value
+
+    rows = [json.loads(line) for line in (shared_data / "super_glue" / "AX-g" / "AX-g.jsonl").open()]
+    assert len(rows) == 356
+    references = [row["label"] for row in rows]
+    groups = [row["pair_id"] for row in rows]
+    # A reads the pronoun (so its male and female variants can disagree); B reads only the hypothesis, which
+    # both variants of a pair share (parity 1)
+    a = formatted([("entailment" if " his " in f" {row['premise']} " else "not_entailment") for row in rows],
+                  references, groups)
+    b = formatted([("entailment" if len(row["hypothesis"].split()) % 2 else "not_entailment") for row in rows],
+                  references, groups)
+    metrics, main = ["gender_parity", "accuracy"], ["gender_parity", "accuracy"]
+    direct = (main_metric_value(compute_metrics(metrics, a["predictions"], references, groups), main)
+              - main_metric_value(compute_metrics(metrics, b["predictions"], references, groups), main))
+    assert compute_metrics(["gender_parity"], b["predictions"], references, groups)["gender_parity"] == 1.0
+    assert compute_metrics(["gender_parity"], a["predictions"], references, groups)["gender_parity"] < 1.0
+    result = paired_bootstrap(metrics, main, {"diagnostic": (a, b)}, draws=100, seed=0)
+    assert result["delta"] == pytest.approx(direct, abs=1e-12)
+    assert result["units"] == {"diagnostic": 178}  # 356 rows = 178 male/female pairs
+    assert result["ci95"][0] <= direct <= result["ci95"][1]

@@ -29,6 +29,9 @@ def no_model_loading(monkeypatch):
     ("trainer.precision=fp8", "trainer.precision='fp8' is not one of fp32, bf16, fp16"),
     ("trainer.device=tpu", "trainer.device='tpu'; valid: auto, cpu, cuda, mps"),
     ("model.family=gpt2", "model.family='gpt2'; valid: bert, roberta, deberta, deberta_v2"),
+    ("trainer.adam_betas=[0.9,1.0]", "trainer.adam_betas must be two numbers in [0, 1), got [0.9, 1.0]"),
+    ("trainer.adam_betas=[0.9]", "trainer.adam_betas must be two numbers in [0, 1)"),
+    ("trainer.adam_eps=0", "trainer.adam_eps must be positive, got 0"),
 ])
 def test_bad_values_are_refused(override, message, no_model_loading):
     with pytest.raises(ConfigError) as error:

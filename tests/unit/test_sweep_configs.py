@@ -20,7 +20,7 @@ EXPERIMENTS = sorted((CONFIGS / "experiment").glob("*.yaml"))
 PAPER = [p for p in EXPERIMENTS if p.stem.startswith("paper_")]
 SPECIALIZATIONS = sorted((CONFIGS / "specialize").rglob("*.yaml"))
 ALL_METHODS = ["full_ft", "bitfit", "lora", "adapter_houlsby", "adapter_pfeiffer", "ptuning_v2", "aot_fc", "aot_kron"]
-GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+GLUE = ["mnli", "cola", "sst2", "mrpc", "qqp", "stsb", "qnli", "rte", "wnli"]  # MNLI first: warm starts read it
 SUPERGLUE = ["boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc"]
 
 
@@ -58,7 +58,8 @@ def test_experiment_files_name_themselves(path):
 
 def test_paper_experiments_cover_every_backbone_benchmark_task_and_method():
     expected = {f"paper_{b}_{m}" for b in ("glue", "superglue")
-                for m in ("roberta_base", "roberta_large", "deberta_v3_base", "deberta_v3_large", "deberta_xlarge")}
+                for m in ("roberta_base", "roberta_large", "deberta_v3_base", "deberta_v3_large", "deberta_xlarge",
+                          "deberta_v2_xlarge")}  # the paper's "DeBERTa-XL": v1 and v2, both
     assert expected <= {p.stem for p in PAPER}
     for path in PAPER:
         cfg = compose([f"experiment={path.stem}"], hydra=True)
@@ -86,8 +87,8 @@ def test_each_sweep_job_gets_its_grid_learning_rate_and_a_distinct_run_id():
     for method in ALL_METHODS:
         METHODS.get(method)  # registered
         for index in (0, 1, 2):
-            # glue/cola has no per-(method, model, task) specialization, so the experiment's epochs apply
-            cfg = compose(["experiment=paper_glue_roberta_base", f"method={method}", "task=glue/cola",
+            # deberta_v3_base has no per-(method, model, task) specialization, so the experiment's epochs apply
+            cfg = compose(["experiment=paper_glue_deberta_v3_base", f"method={method}", "task=glue/cola",
                            f"experiment.lr_index={index}", "seed=1"])
             config = OmegaConf.to_container(cfg, resolve=True)
             assert config["method"]["lr"] == config["experiment"]["lr_grid"][method][index]
@@ -95,8 +96,8 @@ def test_each_sweep_job_gets_its_grid_learning_rate_and_a_distinct_run_id():
             ids[(method, index)] = run_id(config)
     assert len(set(ids.values())) == len(ids)
     # the grid bookkeeping (experiment.*) is not part of the run id; the resulting lr is
-    same = compose(["model=roberta_base", "method=lora", "task=glue/cola", "seed=1", "trainer.epochs=20",
-                    f"method.lr={OmegaConf.to_container(compose(['experiment=paper_glue_roberta_base'])).get('experiment')['lr_grid']['lora'][1]}"])
+    same = compose(["model=deberta_v3_base", "method=lora", "task=glue/cola", "seed=1", "trainer.epochs=20",
+                    f"method.lr={OmegaConf.to_container(compose(['experiment=paper_glue_deberta_v3_base'])).get('experiment')['lr_grid']['lora'][1]}"])
     assert run_id(OmegaConf.to_container(same, resolve=True)) == ids[("lora", 1)]
 
 
@@ -114,6 +115,10 @@ def test_command_line_narrows_a_sweep():
 def _specialized(path: Path) -> tuple[str, list[str]]:
     method, model, benchmark, task = path.relative_to(CONFIGS / "specialize").with_suffix("").parts
     return f"{method}/{model}/{benchmark}/{task}", [f"method={method}", f"model={model}", f"task={benchmark}/{task}"]
+
+
+def method_of(name: str) -> str:
+    return name.split("/")[0]
 
 
 def _flatten(node, prefix=""):
@@ -151,7 +156,10 @@ def test_specialization_only_changes_existing_keys_and_never_the_lr(path):
     plain_keys = {k for k in plain if not k.startswith("model.")}
     assert special_keys == plain_keys, special_keys ^ plain_keys
     changed = {k for k in plain_keys if plain[k] != special[k]}
-    assert changed and "method.lr" not in changed, changed
+    assert changed, name
+    # method.lr moves only with this method's grid (same length: one entry per lr_index), never on its own
+    grid = f"experiment.lr_grid.{method_of(name)}"
+    assert "method.lr" not in changed or (grid in changed and len(special[grid]) == len(plain[grid])), changed
 
 
 def test_specializations_are_selected_automatically():
@@ -298,3 +306,16 @@ def test_a_task_field_overridden_on_the_command_line_enters_the_run_id():
     moved = OmegaConf.to_container(compose(["model=tiny_bert", "task=superglue/multirc",
                                             "task.local.dir=elsewhere/MultiRC"]), resolve=True)
     assert run_id(moved) == run_id(base)
+
+
+def test_keys_added_for_recipes_and_force_leave_earlier_run_ids_unchanged():
+    config = OmegaConf.to_container(compose(["model=tiny_bert", "task=glue/rte"]), resolve=True)
+    # the config as it was before trainer.adam_betas/adam_eps and method.init_from existed
+    before = {**config, "trainer": {k: v for k, v in config["trainer"].items() if k not in ("adam_betas", "adam_eps")},
+              "method": {k: v for k, v in config["method"].items() if k != "init_from"}}
+    assert run_id(config) == run_id(before)
+    for key, value in (("trainer", {"adam_eps": 1e-6}), ("trainer", {"adam_betas": [0.9, 0.98]}),
+                       ("method", {"init_from": "task:glue/mnli"})):
+        assert run_id({**config, key: {**config[key], **value}}) != run_id(config), value
+    # force=true reruns the same run (same id, same directory), it is not another run
+    assert run_id({**config, "force": True}) == run_id(config)

@@ -32,8 +32,10 @@ states' dtype before the add (measured on CPU: as fast as letting the add promot
 The layer list is found generically (:func:`find_encoder_layers`), so any HF encoder whose layers
 take the hidden states first works: BERT, RoBERTa, DeBERTa v1/v2/v3 here.
 
-Limitation: DeBERTa-v2 checkpoints with a convolution layer (``conv_kernel_size > 0``) feed the
-un-biased embedding output to that convolution as its residual; the layer inputs are still biased.
+DeBERTa-v2 with a convolution (``conv_kernel_size > 0``, e.g. deberta-v2-xlarge): the encoder feeds
+layer 0's convolution (HF's ``ConvLayer``, ``encoder.conv``) the embedding output, beside layer 0's own
+output. What layer 0 reads is ``h_0 + P_0``, so a pre-hook on ``encoder.conv`` gives the convolution the
+same biased input (:func:`find_layer0_side_inputs`); with zero biases it is the backbone exactly.
 """
 
 from __future__ import annotations
@@ -170,6 +172,13 @@ def find_encoder_layers(backbone: nn.Module) -> nn.ModuleList:
                      f"`.encoder.layer` or a single ModuleList of num_hidden_layers={expected} modules")
 
 
+def find_layer0_side_inputs(backbone: nn.Module) -> list[nn.Module]:
+    """Modules besides layer 0 that read the embedding output, which layer 0 reads with its bias added:
+    DeBERTa-v2's ``encoder.conv`` (``ConvLayer(hidden_states, residual_states, input_mask)``)."""
+    conv = getattr(getattr(backbone, "encoder", None), "conv", None)
+    return [conv] if isinstance(conv, nn.Module) else []
+
+
 class BiasHooks:
     """Hooks that add layer l of ``provider(input_ids)`` to the input of encoder layer l."""
 
@@ -195,6 +204,8 @@ class BiasHooks:
         self.handles.append(backbone.register_forward_hook(self._release, always_call=True))
         for index, layer in enumerate(layers):
             self.handles.append(layer.register_forward_pre_hook(functools.partial(self._add, index), with_kwargs=True))
+        for module in find_layer0_side_inputs(backbone):
+            self.handles.append(module.register_forward_pre_hook(self._add_layer0_side, with_kwargs=True))
         backbone._aotp_bias_hooks = self
         self._backbone = backbone
         return self
@@ -278,6 +289,15 @@ class BiasHooks:
                     return bias.layer(index, out=buffer).add_(hidden)
                 return torch.add(hidden, self._layer_bias(index), out=buffer)
         return add_bias(hidden, self._layer_bias(index))
+
+    def _add_layer0_side(self, module, args, kwargs):
+        """Layer 0's bias on the hidden states a side module of layer 0 reads (allocating: this runs
+        after layer 0, whose input may sit in the reused sum buffer)."""
+        if self.bias is None:
+            raise RuntimeError("AoT bias missing: the layer-0 convolution ran outside a call of the backbone itself")
+        if "hidden_states" in kwargs:
+            return args, {**kwargs, "hidden_states": add_bias(kwargs["hidden_states"], self._layer_bias(0))}
+        return (add_bias(args[0], self._layer_bias(0)),) + tuple(args[1:]), kwargs
 
     def _add(self, index: int, module, args, kwargs):
         bias = self.bias
