@@ -38,24 +38,31 @@ FILE_SETS = {
 
 
 @pytest.fixture(scope="session")
-def standin_hub(tmp_path_factory):
-    """HF_HOME of the stand-in hub; the cache of this process points at it while the tests run (the
-    libraries read HF_HOME when they are imported, so the resolved cache path is patched instead)."""
-    import huggingface_hub.constants
-    import transformers.utils.hub
-
+def standin_build(tmp_path_factory):
+    """The stand-in hub, built once per session: {"home": HF_HOME, "snapshots": name -> snapshot}."""
     from aotp.standin.models import build_model_hub
 
     home = tmp_path_factory.mktemp("standin_hf_home")
-    snapshots = build_model_hub(home)
+    return {"home": home, "snapshots": build_model_hub(home)}
+
+
+@pytest.fixture(scope="module")
+def standin_hub(standin_build):
+    """The cache of this process points at the stand-in hub while this module's tests run, and only then
+    (other tests expect hub models not to load offline). The libraries read HF_HOME when they are
+    imported, so the resolved cache path is patched instead."""
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    hub = str(standin_build["home"] / "hub")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
-        patch.setattr(transformers.utils.hub, "TRANSFORMERS_CACHE", str(home / "hub"))
+        patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub)
+        patch.setattr(transformers.utils.hub, "TRANSFORMERS_CACHE", hub)
         patch.setenv("HF_HUB_OFFLINE", "1")
-        yield {"home": home, "snapshots": snapshots}
+        yield standin_build
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def backbones(standin_hub):
     """name -> Backbone, loaded once through build_hub (the harness's hub path)."""
     from aotp.models import build_backbone
@@ -268,3 +275,4 @@ def test_the_builder_cli_is_deterministic_and_names_bad_models(standin_hub, tmp_
     assert "HF_HOME=" in capsys.readouterr().out
     assert main(["models", "--out", str(tmp_path), "--only", "roberta_huge"]) == 2
     assert "unknown hub model(s) roberta_huge; valid: deberta_v2_xlarge" in capsys.readouterr().err
+
