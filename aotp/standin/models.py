@@ -112,6 +112,11 @@ PUBLISHERS: dict[str, Publisher] = {
 }
 
 
+# Checkpoints whose config.json states the head size (deberta-v2-xlarge: 64 = 1536 / 24); kept as
+# hidden / heads at the small size.
+STATES_HEAD_SIZE = {"microsoft/deberta-v2-xlarge"}
+
+
 @dataclass(frozen=True)
 class HubModel:
     name: str                # our config name (configs/model/<name>.yaml)
@@ -148,13 +153,12 @@ def publisher_config(model: HubModel) -> dict[str, Any]:
     publisher = PUBLISHERS[model.family]
     config = {**publisher.config_extras, **model.architecture, "model_type": publisher.model_type}
     config.update(SMALL, num_hidden_layers=SMALL_LAYERS[model.size])
-    if "attention_head_size" in config or model.family == "deberta_v2" and "conv_kernel_size" in config:
-        # DeBERTa-v2-xlarge's config.json states its head size (64 = 1536 / 24); keep the relation.
+    if model.hub_id in STATES_HEAD_SIZE:
         config["attention_head_size"] = SMALL["hidden_size"] // SMALL["num_attention_heads"]
     if isinstance(config.get("pos_att_type"), list):
         config["pos_att_type"] = "|".join(config["pos_att_type"])  # the publisher writes "p2c|c2p"
-    if model.family == "deberta" and config.get("pad_token_id") == 0:
-        config.pop("pad_token_id")  # deberta-xlarge's config.json leaves it to the default (0)
+    if model.family != "roberta" and config.get("pad_token_id") == 0:
+        config.pop("pad_token_id")  # Microsoft's config.json files leave it to the default (0)
     return dict(sorted(config.items()))
 
 

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from aotp.methods import METHODS
-from aotp.standin.models import PUBLISHERS, SMALL, hub_models
+from aotp.standin.models import PUBLISHERS, SMALL, STATES_HEAD_SIZE, hub_models
 from tests.helpers import FIXTURE_DATA, REPO_ROOT, compose, run_cli
 
 HUB_MODELS = [m.name for m in hub_models()]
@@ -98,6 +98,8 @@ def test_snapshot_is_the_publishers_file_set_in_the_cache_layout(name, standin_h
     if "pos_att_type" in entry["architecture"]:  # the publisher's spelling: one "|"-joined string
         assert config["pos_att_type"] == "|".join(entry["architecture"]["pos_att_type"])
     assert config["hidden_size"] == SMALL["hidden_size"] and config["num_hidden_layers"] in (2, 3)
+    if entry["hub_id"] in STATES_HEAD_SIZE:
+        assert config["attention_head_size"] * config["num_attention_heads"] == config["hidden_size"]
 
 
 @pytest.mark.parametrize("name", HUB_MODELS)
