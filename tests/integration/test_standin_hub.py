@@ -278,3 +278,15 @@ def test_the_builder_cli_is_deterministic_and_names_bad_models(standin_hub, tmp_
     assert main(["models", "--out", str(tmp_path), "--only", "roberta_huge"]) == 2
     assert "unknown hub model(s) roberta_huge; valid: deberta_v2_xlarge" in capsys.readouterr().err
 
+
+
+def test_the_install_declares_what_the_spm_only_checkpoints_need(backbones):
+    """DeBERTa-v2/v3 ship spm.model alone; transformers converts it with sentencepiece + protobuf, so the
+    one-resolve install must bring both (without them AutoTokenizer fails on every DeBERTa-v2/v3 run)."""
+    import re
+    import sys
+    import tomllib
+
+    assert "sentencepiece" in sys.modules  # loading the DeBERTa-v3 stand-in above needed it
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {"sentencepiece", "protobuf"} <= {re.split(r"[<>=~!;\[ ]", d)[0].lower() for d in dependencies}
