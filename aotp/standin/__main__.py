@@ -1,4 +1,5 @@
 """python -m aotp.standin models --out DIR [--only roberta_large ...]
+python -m aotp.standin datasets --out DIR [--data-root ../shared/data] [--max-rows 50]
 
 Builds the offline stand-ins; then ``HF_HOME=DIR HF_HUB_OFFLINE=1 python -m aotp.run model=roberta_large ...``
 loads them through the same ``from_pretrained(hub_id, revision=...)`` call a GPU box makes after its
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from aotp.standin import datasets as standin_datasets
 
 
 def add_models_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +36,8 @@ def models_main(args: argparse.Namespace) -> int:
 SUBCOMMANDS = {
     "models": ("stand-in checkpoints of every `source: hub` model config, in the HF cache layout",
                add_models_arguments, models_main),
+    "datasets": ("stand-ins of nyu-mll/glue and aps/super_glue (hub Parquet + the prepared cache offline "
+                 "load_dataset reads)", standin_datasets.add_arguments, standin_datasets.run),
 }
 
 

@@ -489,10 +489,7 @@ def prepare_cache(repo: str, snapshot: Path, sha: str, cache_dir: Path, config_n
         builder.download_and_prepare(output_dir=str(output_dir))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aotp.standin datasets",
-                                     description="Build offline stand-ins of nyu-mll/glue and aps/super_glue "
-                                                 "(hub Parquet layout + prepared datasets cache) under an HF_HOME.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="the HF_HOME to write (hub/ and datasets/)")
     parser.add_argument("--data-root", action="append", type=Path, dest="roots",
                         help="official-layout data directory; repeat to fall back (default: ../shared/data, "
@@ -500,11 +497,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
                         help=f"source rows (JSONL lines for MultiRC/ReCoRD) per split; 0 = all "
                              f"(default {DEFAULT_MAX_ROWS})")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m aotp.standin datasets``; a bad argument raises ValueError (one line, exit 2)."""
     roots = args.roots or [Path("../shared/data"), Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "data"]
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
-        parser.error(f"--data-root: not a directory: {', '.join(missing)}")
+        raise ValueError(f"--data-root: not a directory: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     built = build_dataset_standin(args.out, roots, args.max_rows or None)
     for item in built:
@@ -514,5 +514,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

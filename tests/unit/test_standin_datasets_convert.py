@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from aotp.standin.datasets import GLUE_CONFIGS, SUPERGLUE_CONFIGS, fix_wsc_spans, main
+from aotp.standin.__main__ import main
+from aotp.standin.datasets import GLUE_CONFIGS, SUPERGLUE_CONFIGS, fix_wsc_spans
 
 
 def test_wsc_fixed_spans_take_the_texts_case_and_lose_a_trailing_period():
@@ -55,6 +56,5 @@ def test_superglue_labels_and_nested_rows():
 
 
 def test_cli_names_a_missing_data_root(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "home"), "--data-root", str(tmp_path / "nowhere")])
-    assert f"--data-root: not a directory: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert main(["datasets", "--out", str(tmp_path / "home"), "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert f"Error: --data-root: not a directory: {tmp_path / 'nowhere'}" in capsys.readouterr().err
