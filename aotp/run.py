@@ -27,14 +27,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aotp.cli import ConfigError, Refusal, one_line, refuse
+from aotp.config_checks import check_device, check_group_choices, check_values
 from aotp.results.record import (SCHEMA_VERSION, environment, git_info, read_record, run_dir_name, run_id,
                                  write_json_atomic)
 
 log = logging.getLogger("aotp.run")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the option and its valid values."""
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -62,22 +60,12 @@ def validate(cfg: DictConfig):
     from aotp.trainer.loop import PRECISIONS
 
     trainer = cfg.trainer
-    for option in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
-        if int(trainer[option]) <= 0:
-            raise ConfigError(f"trainer.{option} must be a positive integer, got {trainer[option]}")
-    if float(cfg.method.lr) <= 0:
-        raise ConfigError(f"method.lr (the learning rate) must be positive, got {cfg.method.lr}")
-    if cfg.method.get("head_lr") is not None and float(cfg.method.head_lr) <= 0:
-        raise ConfigError(f"method.head_lr (the task head's learning rate; null = method.lr) must be positive, "
-                          f"got {cfg.method.head_lr}")
+    check_values(cfg)  # counts, numbers, device, output folders (aotp/config_checks.py)
     if not trainer.get("max_steps") and int(trainer.epochs) <= 0:
         raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={trainer.epochs}, "
                           f"max_steps={trainer.get('max_steps')})")
     if trainer.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r} is not one of {', '.join(PRECISIONS)}")
-    valid_devices = ("auto", "cpu", "cuda", "mps")
-    if str(trainer.device).split(":")[0] not in valid_devices:
-        raise ConfigError(f"trainer.device={trainer.device!r}; valid: {', '.join(valid_devices)} (cuda:N allowed)")
     BACKBONES.get(cfg.model.source)
     if cfg.model.source == "tiny" and cfg.model.get("family") not in FAMILIES:
         raise ConfigError(f"model.family={cfg.model.get('family')!r}; valid: {', '.join(FAMILIES)}")
@@ -273,13 +261,28 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # a failed run is recorded as failed; the sweep goes on
             print(f"Run failed (recorded as failed): {type(error).__name__}: {error}", file=sys.stderr)
             return None
-        if isinstance(error, (ConfigError,)) or type(error).__name__ in ("UnknownChoiceError", "DataFileError"):
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(2)
+        if isinstance(error, Refusal):  # a bad option, file or name: one line, exit 2
+            refuse(str(error))
         raise
     return record.get("metrics", {}).get("main")
 
 
+def check_command_line(arguments: list[str]) -> None:
+    """Refusals Hydra would print as a multi-line report (exit 1): an unknown group choice (with "did you
+    mean" and the list) and, for a single run, any override Hydra cannot compose; each as one line, exit 2."""
+    try:
+        check_group_choices(arguments)
+    except ConfigError as error:
+        refuse(str(error))
+    if any(a.startswith("-") for a in arguments):  # --multirun, --cfg, --help ...: Hydra's own handling
+        return
+    try:
+        compose(arguments)
+    except Exception as error:  # noqa: BLE001 - Hydra/OmegaConf raise many types for a bad override
+        refuse(f"{one_line(str(error)).removesuffix(' Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.')}")
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    check_command_line(sys.argv[1:])
     main()
