@@ -182,6 +182,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
     data = load_task_data(spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
                           seed=int(cfg.seed), cache_dir=cache_dir)
+    truncation = report_truncation(data, cfg.data)  # refuses choices made identical by truncation
     print(f"{spec.full_name}: train {len(data[spec.train_split])}, "
           + ", ".join(f"{s} {len(data[s])}" for s in spec.eval_splits)
           + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
@@ -221,12 +222,28 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
         "inference": {**inference_facts, "max_abs_logit_diff": max_diff, "tolerance": tolerance,
                       "prepare_seconds": prepare_seconds},
         "data": {split: len(data[split]) for split in data.splits},
+        "truncation": truncation,
         "timings": {"train_seconds": state["train_seconds"], "eval_seconds": state["eval_seconds"] + final_eval_seconds,
                     "train_examples_per_second": state["train_examples"] / max(state["train_seconds"], 1e-9),
                     "train_examples": state["train_examples"]},
         "env": environment(device),
     }
     return record, loggers
+
+
+def report_truncation(data, data_cfg) -> dict[str, Any]:
+    """Print how many examples per split ``max_length`` truncated; warn above ``data.truncation_warning``.
+    Returns ``{"splits": {split: counts}, "warnings": [...]}`` for the record (aotp/tasks/truncation.py)."""
+    from aotp.tasks.truncation import check_truncation, describe
+
+    splits, warnings = check_truncation(data, data_cfg)
+    if splits:
+        max_length = next(iter(splits.values()))["max_length"]
+        print(f"Truncated at max_length {max_length}: " + ", ".join(describe(n, s) for n, s in splits.items()), flush=True)
+    for warning in warnings:
+        log.warning(warning)
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
+    return {"splits": splits, "warnings": warnings}
 
 
 def write_predictions(run_dir: Path, spec, data, scores) -> None:
