@@ -138,6 +138,10 @@ def check_values(cfg, paths: bool = True) -> None:
         present, value = _lookup(cfg, option)
         if present:
             parse_number(option, value, low, low_included, high, nullable, description)
+    present, mode = _lookup(cfg, "logger.mode")
+    if present and mode is not None and mode not in ("online", "offline", "disabled"):
+        raise ConfigError(f"logger.mode={mode!r}; valid: online, offline, disabled or null (null = WANDB_MODE, else "
+                          f"online with an API key, else offline)")
     present, device = _lookup(cfg, "trainer.device")
     if present:
         check_device("trainer.device", device)

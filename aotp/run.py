@@ -147,8 +147,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict)
     if cfg.logger.name == "wandb":
         tags = [f"task:{cfg.task.benchmark}/{cfg.task.name}", f"method:{cfg.method.name}", f"model:{cfg.model.name}"]
         group = cfg.logger.get("group") or cfg.get("experiment_name") or "default"
-        wandb = WandbLogger({**to_container(cfg.logger), "group": group}, identifier, run_dir, config,
-                            name=run_dir.name, tags=tags)
+        wandb = WandbLogger.create({**to_container(cfg.logger), "group": group}, identifier, run_dir, config,
+                                   name=run_dir.name, tags=tags)
     elif cfg.logger.name not in ("jsonl", "none"):
         raise ConfigError(f"logger={cfg.logger.name!r}; valid: jsonl, wandb, none")
     return Loggers(JsonlLogger(run_dir / "metrics.jsonl"), wandb)
@@ -179,6 +179,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()),
               "expected_trainable": method.expected_trainable_parameters(model)}
+    loggers.describe({"params": {**params, "share": params["trainable"] / params["total"]}})
     cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
     data = load_task_data(spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
                           seed=int(cfg.seed), cache_dir=cache_dir)

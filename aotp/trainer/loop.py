@@ -123,6 +123,8 @@ class Trainer:
         self.total_steps = int(cfg.max_steps) if cfg.get("max_steps") else int(cfg.epochs) * self.steps_per_epoch
         self.eval_every = int(cfg.eval_every) if cfg.get("eval_every") else self.steps_per_epoch
         self.checkpoint_every = int(cfg.get("checkpoint_every") or 0)
+        # train loss every log_every steps; null: every step up to 1,000 steps, else about 1,000 points per run
+        self.log_every = int(cfg.get("log_every") or max(1, math.ceil(self.total_steps / 1000)))
         self.checkpoint_dir = self.run_dir / "checkpoint"
         self.best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process
 
@@ -194,7 +196,7 @@ class Trainer:
                 loss_value = loss.item() * self.accumulation
                 progress.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}")
                 progress.update(1)
-                if state["step"] % int(cfg.get("log_every", 10)) == 0:
+                if state["step"] % self.log_every == 0:
                     self.loggers.log("train", state["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                                                "epoch": state["epoch"]})
                 finished = state["step"] >= self.total_steps
