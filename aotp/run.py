@@ -33,6 +33,15 @@ from aotp.results.record import (SCHEMA_VERSION, environment, git_info, read_rec
                                  write_json_atomic)
 
 log = logging.getLogger("aotp.run")
+# The lines a user looks for in a run's log (data sizes, truncation, result, record path): printed, and
+# written to <run dir>/run.log beside whatever the libraries log there.
+notes = logging.getLogger("aotp.run.notes")
+notes.propagate = False
+notes.setLevel(logging.INFO)
+
+# ${aotp.name_or:${experiment_name},adhoc}: a null value falls back (oc.select falls back only for absent keys)
+OmegaConf.register_new_resolver("aotp.name_or", lambda value, fallback: fallback if value in (None, "") else value,
+                                replace=True)
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -97,6 +106,31 @@ def validate(cfg: DictConfig):
     return spec, method
 
 
+def note(message: str) -> None:
+    """Print ``message`` and write it to the run's run.log (when one is open)."""
+    print(message, flush=True)
+    notes.info(message)
+
+
+class RunLog:
+    """``<run dir>/run.log`` for the time of one run: the root logger's records and :func:`note` lines."""
+
+    def __init__(self, path: Path):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        self.handler.setLevel(logging.INFO)
+
+    def open(self) -> "RunLog":
+        logging.getLogger().addHandler(self.handler)
+        notes.addHandler(self.handler)
+        return self
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        notes.removeHandler(self.handler)
+        self.handler.close()
+
+
 def execute(cfg: DictConfig) -> dict[str, Any]:
     """One run. Returns its record (also written to ``<run_dir>/result.json``)."""
     config = to_container(cfg)
@@ -111,6 +145,7 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         return previous
     spec, method = validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_log = RunLog(run_dir / "run.log").open()
     base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
             "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
             "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
@@ -131,12 +166,15 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(record_path, record)
         if loggers is not None:
             loggers.finish(record)
+        notes.error("Run failed: %s; record: %s", record["error"], record_path)
+        run_log.close()
         raise
     write_json_atomic(record_path, record)
     loggers.finish(record)
-    print(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
-          f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
-    print(f"Record: {record_path}")
+    note(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
+         f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
+    note(f"Record: {record_path}")
+    run_log.close()
     return record
 
 
@@ -183,11 +221,11 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
     data = load_task_data(spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
                           seed=int(cfg.seed), cache_dir=cache_dir)
+    note(f"{spec.full_name}: train {len(data[spec.train_split])}, "
+         + ", ".join(f"{s} {len(data[s])}" for s in spec.eval_splits)
+         + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
+         + f"({100 * params['trainable'] / params['total']:.3f}%) | device {device}")
     truncation = report_truncation(data, cfg.data)  # refuses choices made identical by truncation
-    print(f"{spec.full_name}: train {len(data[spec.train_split])}, "
-          + ", ".join(f"{s} {len(data[s])}" for s in spec.eval_splits)
-          + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
-          + f"({100 * params['trainable'] / params['total']:.3f}%) | device {device}", flush=True)
     trainer = Trainer(cfg.trainer, model, method, data, run_dir, loggers, device, int(cfg.seed))
     head_lr = cfg.method.get("head_lr")
     state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
@@ -199,13 +237,17 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     check_split = spec.eval_splits[0]
     eval_batch = int(cfg.trainer.eval_batch_size)
     before = (trainer.best_scores or {}).get(check_split)
+    progress = bool(cfg.trainer.get("progress", True))
     if before is None:
-        before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device)
+        before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device,
+                                progress=f"scores before inference form {check_split}" if progress else None)
+    note(f"Preparing the inference form ({cfg.method.name}) and checking dev logits against it")
     tick = time.perf_counter()
     inference_facts = method.prepare_for_inference(model, run_dir / "inference") or {}
     prepare_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
-    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device)  # with the inference form
+    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device,  # with the inference form
+                               progress="check inference form" if progress else None)
     final_eval_seconds = time.perf_counter() - tick
     after = scores[check_split]
     max_diff = float(abs(before - after).max()) if before.size else 0.0
@@ -240,10 +282,10 @@ def report_truncation(data, data_cfg) -> dict[str, Any]:
     splits, warnings = check_truncation(data, data_cfg)
     if splits:
         max_length = next(iter(splits.values()))["max_length"]
-        print(f"Truncated at max_length {max_length}: " + ", ".join(describe(n, s) for n, s in splits.items()), flush=True)
+        note(f"Truncated at max_length {max_length}: " + ", ".join(describe(n, s) for n, s in splits.items()))
     for warning in warnings:
-        log.warning(warning)
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
+        notes.warning(warning)
     return {"splits": splits, "warnings": warnings}
 
 

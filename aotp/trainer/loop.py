@@ -61,11 +61,13 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def predict_scores(model: TaskModel, split: SplitData, collator: Collator, batch_size: int, device: torch.device,
-                   precision: str = "fp32") -> np.ndarray:
-    """Model scores for every example of a split, in order: (N, k), (N,) or (N, C)."""
+                   precision: str = "fp32", progress: Optional[str] = None) -> np.ndarray:
+    """Model scores for every example of a split, in order: (N, k), (N,) or (N, C). ``progress``: the label of
+    a progress bar over the batches (shown on a terminal only, removed when done); None = no bar."""
     model.eval()
     outputs = []
-    for start in range(0, len(split), batch_size):
+    starts = range(0, len(split), batch_size)
+    for start in tqdm(starts, desc=progress, leave=False, dynamic_ncols=True, disable=None if progress else True):
         batch = move(collator(split.features[start:start + batch_size]), device)
         with autocast_context(device, precision):
             outputs.append(model(**model_inputs(batch)).float().cpu())
@@ -79,13 +81,15 @@ def score_split(spec: TaskSpec, split: SplitData, scores: np.ndarray) -> dict[st
 
 
 def evaluate(model: TaskModel, data: TaskData, collator: Collator, batch_size: int, device: torch.device,
-             precision: str = "fp32") -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Metrics over every eval split (keys prefixed ``<split>/`` when there are several) + ``main``."""
+             precision: str = "fp32", progress: Optional[str] = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics over every eval split (keys prefixed ``<split>/`` when there are several) + ``main``;
+    ``progress``: label of a per-split progress bar (None = none)."""
     spec = data.spec
     metrics: dict[str, float] = {}
     all_scores = {}
     for split_name in spec.eval_splits:
-        scores = predict_scores(model, data[split_name], collator, batch_size, device, precision)
+        label = f"{progress} {split_name}" if progress else None
+        scores = predict_scores(model, data[split_name], collator, batch_size, device, precision, progress=label)
         all_scores[split_name] = scores
         values = score_split(spec, data[split_name], scores)
         prefix = f"{split_name}/" if len(spec.eval_splits) > 1 else ""
@@ -221,7 +225,7 @@ class Trainer:
     def _evaluate_and_select(self, state: dict[str, Any], best_state):
         tick = time.perf_counter()
         metrics, scores = evaluate(self.model, self.data, self.collator, int(self.cfg.eval_batch_size), self.device,
-                                   self.cfg.precision)
+                                   self.cfg.precision, progress="evaluate" if self.cfg.get("progress", True) else None)
         state["eval_seconds"] += time.perf_counter() - tick
         state["history"].append({"step": state["step"], **metrics})
         self.loggers.log("eval", state["step"], metrics)

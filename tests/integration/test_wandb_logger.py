@@ -2,7 +2,7 @@
 
 import json
 
-from tests.helpers import FIXTURE_DATA, read_wandb_records, run_cli
+from tests.helpers import FIXTURE_DATA, REPO_ROOT, read_wandb_records, run_cli
 
 TINY_RUN = ["model=tiny_bert", "task=glue/rte", f"data.root={FIXTURE_DATA}", "trainer.progress=false",
             "trainer.batch_size=2", "data.max_length=32", "logger=wandb", "experiment_name=wandb_test"]
@@ -49,10 +49,16 @@ def test_offline_run_has_parameters_timings_and_loss_at_every_step(tmp_path):
     assert all(loss > 0 for loss in losses.values())
 
 
-def test_disabled_writes_no_wandb_files(tmp_path):
+def test_disabled_writes_no_wandb_files_and_hydra_no_outputs_folder(tmp_path):
+    outputs = REPO_ROOT / "outputs"
+    before = set(outputs.rglob("*")) if outputs.exists() else set()
     result = run_cli([*TINY_RUN, f"paths.results={tmp_path}", "trainer.max_steps=1"],
                      env_overrides={"WANDB_MODE": "disabled", "WANDB_API_KEY": None})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "W&B disabled (WANDB_MODE=disabled)" in result.stdout
-    assert next(tmp_path.glob("*/result.json")).is_file()
-    assert not list(tmp_path.rglob("wandb*")) and not (tmp_path.parent / "wandb").exists()
+    record_path = next(tmp_path.glob("*/result.json"))
+    assert not list(tmp_path.rglob("wandb*")) and not (REPO_ROOT / "wandb").exists()
+    # the run's log sits in the run dir with the result line and the record path; Hydra wrote no folder
+    log = (record_path.parent / "run.log").read_text()
+    assert "glue/rte tiny_bert full_ft seed=42: dev main=" in log and f"Record: {record_path}" in log
+    assert (set(outputs.rglob("*")) if outputs.exists() else set()) == before

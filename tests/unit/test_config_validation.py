@@ -121,3 +121,14 @@ def test_cli_bad_value_exits_with_message_before_loading(tmp_path):
     assert result.returncode == 2
     assert "Error: trainer.batch_size must be a positive integer, got 0" in result.stderr
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_hydra_writes_no_single_run_folder_and_names_multirun_folders():
+    from aotp.run import compose as run_compose
+
+    cfg = run_compose(BASE, return_hydra_config=True)
+    assert cfg.hydra.run.dir == "." and cfg.hydra.output_subdir is None and cfg.hydra.sweep.subdir == "."
+    assert "FileHandler" not in str(cfg.hydra.job_logging)  # the log goes to <run dir>/run.log instead
+    assert cfg.hydra.sweep.dir.startswith("multirun/adhoc/20")  # no experiment_name: never multirun/None/
+    named = run_compose(BASE + ["experiment_name=my_sweep"], return_hydra_config=True)
+    assert named.hydra.sweep.dir.startswith("multirun/my_sweep/20")
