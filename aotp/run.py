@@ -277,12 +277,13 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
 def report_truncation(data, data_cfg) -> dict[str, Any]:
     """Print how many examples per split ``max_length`` truncated; warn above ``data.truncation_warning``.
     Returns ``{"splits": {split: counts}, "warnings": [...]}`` for the record (aotp/tasks/truncation.py)."""
-    from aotp.tasks.truncation import check_truncation, describe
+    from aotp.tasks.truncation import check_truncation, describe, truncation_report
 
-    splits, warnings = check_truncation(data, data_cfg)
+    splits = truncation_report(data)
     if splits:
         max_length = next(iter(splits.values()))["max_length"]
         note(f"Truncated at max_length {max_length}: " + ", ".join(describe(n, s) for n, s in splits.items()))
+    warnings = check_truncation(splits, data_cfg)
     for warning in warnings:
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
         notes.warning(warning)

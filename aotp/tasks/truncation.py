@@ -58,10 +58,14 @@ def describe(split: str, stats: dict[str, Any]) -> str:
     return text
 
 
-def check_truncation(data, data_cfg) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Per-split truncation counts of a loaded :class:`~aotp.tasks.data.TaskData` and the warnings they
-    raise; :class:`TruncationError` when choices became identical and that is not allowed."""
-    report = {name: split.truncation for name, split in data.splits.items() if split.truncation is not None}
+def truncation_report(data) -> dict[str, dict[str, Any]]:
+    """Per-split truncation counts of a loaded :class:`~aotp.tasks.data.TaskData`."""
+    return {name: split.truncation for name, split in data.splits.items() if split.truncation is not None}
+
+
+def check_truncation(report: dict[str, dict[str, Any]], data_cfg) -> list[str]:
+    """The warnings a :func:`truncation_report` raises; :class:`TruncationError` when choices became
+    identical and ``data.allow_identical_choices`` is not set."""
     threshold = float(data_cfg.get("truncation_warning", 0.05))
     warnings = []
     for name, stats in report.items():
@@ -78,4 +82,4 @@ def check_truncation(data, data_cfg) -> tuple[dict[str, dict[str, Any]], list[st
                               f"identical (truncation cut away all that differed), so they cannot be told apart; raise "
                               f"data.max_length (longest: {max(s['longest'] for s in report.values())} tokens) or set "
                               f"data.allow_identical_choices=true")
-    return report, warnings
+    return warnings

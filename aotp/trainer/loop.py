@@ -63,11 +63,11 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def predict_scores(model: TaskModel, split: SplitData, collator: Collator, batch_size: int, device: torch.device,
                    precision: str = "fp32", progress: Optional[str] = None) -> np.ndarray:
     """Model scores for every example of a split, in order: (N, k), (N,) or (N, C). ``progress``: the label of
-    a progress bar over the batches (shown on a terminal only, removed when done); None = no bar."""
+    a progress bar over the batches (as training's, removed when done); None = no bar."""
     model.eval()
     outputs = []
     starts = range(0, len(split), batch_size)
-    for start in tqdm(starts, desc=progress, leave=False, dynamic_ncols=True, disable=None if progress else True):
+    for start in tqdm(starts, desc=progress, leave=False, dynamic_ncols=True, disable=not progress):
         batch = move(collator(split.features[start:start + batch_size]), device)
         with autocast_context(device, precision):
             outputs.append(model(**model_inputs(batch)).float().cpu())

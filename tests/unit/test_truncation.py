@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.tasks import load_task_data
 from aotp.tasks.spec import load_spec
-from aotp.tasks.truncation import TruncationError, check_truncation, truncation_stats
+from aotp.tasks.truncation import TruncationError, check_truncation, truncation_report, truncation_stats
 from tests.helpers import FIXTURE_DATA, run_cli
 
 
@@ -39,8 +39,9 @@ def test_copa_short_max_length_is_refused_unless_allowed():
     assert train["examples"] == 10 and train["truncated"] == 10 and train["identical_choices"] > 0
     with pytest.raises(TruncationError, match=r"data.max_length=12 makes the choices of \d+ train, \d+ validation "
                                               r"multiple-choice examples identical.*data.allow_identical_choices=true"):
-        check_truncation(data, {"max_length": 12})
-    report, warnings = check_truncation(data, {"allow_identical_choices": True})
+        check_truncation(truncation_report(data), {"max_length": 12})
+    report = truncation_report(data)
+    warnings = check_truncation(report, {"allow_identical_choices": True})
     assert report["train"] == train and len(warnings) == 2
     assert warnings[0].startswith("data.max_length=12 truncates 10 of 10 train examples (100.0% > "
                                   "data.truncation_warning=0.05")
@@ -48,14 +49,16 @@ def test_copa_short_max_length_is_refused_unless_allowed():
 
 def test_no_warning_under_the_threshold_and_none_without_truncation():
     data = copa_data(512)
-    report, warnings = check_truncation(data, {})
+    report = truncation_report(data)
+    warnings = check_truncation(report, {})
     assert report["train"]["truncated"] == 0 and report["train"]["identical_choices"] == 0 and warnings == []
     data = copa_data(40)
     shares = {name: split.truncation["truncated"] / split.truncation["examples"] for name, split in data.splits.items()}
     highest = max(shares.values())
     assert 0 < highest < 1
-    assert check_truncation(data, {"truncation_warning": highest})[1] == []  # at the threshold: no warning
-    warned = check_truncation(data, {"truncation_warning": highest - 0.01})[1]
+    report = truncation_report(data)
+    assert check_truncation(report, {"truncation_warning": highest}) == []  # at the threshold: no warning
+    warned = check_truncation(report, {"truncation_warning": highest - 0.01})
     assert len(warned) == sum(share == highest for share in shares.values())
 
 
@@ -65,5 +68,6 @@ def test_run_with_identical_choices_exits_2_and_is_not_a_success(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("Error: data.max_length=12 makes the choices of")
     assert result.stderr.count("\n") == 1
+    assert "Truncated at max_length 12: train 10/10 (100.0%), " in result.stdout  # counted, then refused
     records = [json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")]
     assert [r["status"] for r in records] == ["failed"]
