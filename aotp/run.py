@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from aotp.cli import ConfigError, Refusal, one_line, refuse
-from aotp.config_checks import check_device, check_group_choices, check_values
+from aotp.config_checks import check_group_choices, check_values
 from aotp.results.record import (SCHEMA_VERSION, environment, git_info, read_record, run_dir_name, run_id,
                                  write_json_atomic)
 
