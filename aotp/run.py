@@ -319,8 +319,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         record = execute(cfg)
     except Exception as error:  # noqa: BLE001
-        if multirun:  # a failed run is recorded as failed; the sweep goes on
-            print(f"Run failed (recorded as failed): {type(error).__name__}: {error}", file=sys.stderr)
+        if multirun:  # a run that started is recorded as failed (one refused by validation has no record); the sweep goes on
+            print(f"Run failed: {type(error).__name__}: {one_line(str(error))}; the sweep goes on", file=sys.stderr)
             return None
         if isinstance(error, Refusal):  # a bad option, file or name: one line, exit 2
             refuse(str(error))
@@ -335,10 +335,19 @@ def check_command_line(arguments: list[str]) -> None:
         check_group_choices(arguments)
     except ConfigError as error:
         refuse(str(error))
-    if any(a.startswith("-") for a in arguments):  # --multirun, --cfg, --help ...: Hydra's own handling
+    flags = [a for a in arguments if a.startswith("-")]
+    if any(flag not in ("-m", "--multirun") for flag in flags):  # --cfg, --help, -cd DIR ...: Hydra's own handling
         return
     try:
-        compose(arguments)
+        overrides = [a for a in arguments if a not in flags]
+        if flags:  # a multirun: compose its first run (the first value of every sweep override)
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            overrides = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+                         else o.input_line for o in OverridesParser.create().parse_overrides(overrides)]
+        check_values(compose(overrides), paths=False)  # counts and numbers of the (first) run
+    except ConfigError as error:
+        refuse(str(error))
     except Exception as error:  # noqa: BLE001 - Hydra/OmegaConf raise many types for a bad override
         refuse(f"{one_line(str(error)).removesuffix(' Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.')}")
 

@@ -108,9 +108,12 @@ def test_group_choices_get_did_you_mean_and_the_list():
     (["method.lrr=1"], "Error: Could not override 'method.lrr'. To append to your config use +method.lrr=1"),
     (["data.max_train_samples=0"], "Error: data.max_train_samples must be a positive integer or null"),
     (["paths.results=/proc/no/such"], "Error: paths.results=/proc/no/such cannot be created or written"),
+    # a multirun is checked on its first run before anything launches
+    (["-m", "seed=1,2", "method.lr=abc"], "Error: method.lr (the learning rate) must be a number, got 'abc'"),
+    (["-m", "seed=1,2", "method.lrr=1"], "Error: Could not override 'method.lrr'."),
 ])
 def test_cli_refusals_are_one_line_with_exit_code_2(arguments, message):
-    result = run_cli(["model=tiny_bert", "task=glue/rte", *arguments], timeout=120)
+    result = run_cli([*arguments, "model=tiny_bert", "task=glue/rte"], timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(message)
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
