@@ -145,8 +145,8 @@ class Loggers:
             self.wandb.log(kind, step, values)
 
     def describe(self, values: dict[str, Any]) -> None:
-        """Facts of the run known before training (parameter counts): a JSONL ``describe`` line, W&B config."""
-        self.jsonl.log("describe", 0, values)
+        """Facts of the run known before training (parameter counts) for the W&B config; the record holds them
+        too, so metrics.jsonl keeps only the curves (and stays the same across a resume)."""
         if self.wandb is not None:
             self.wandb.describe(values)
 
