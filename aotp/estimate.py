@@ -28,7 +28,6 @@ timed with random weights of its shape (``model.architecture``): step time depen
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -42,6 +41,8 @@ from typing import Any, Optional
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+from aotp.cli import ArgumentParser, UsageError, guarded
 
 def sweep_override_lists(overrides: list[str]) -> tuple[list[list[str]], list[str]]:
     """The sweep's runs as override lists (cartesian product, the BasicSweeper's order), and the
@@ -260,6 +261,7 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
     from aotp.models import TaskModel
     from aotp.models.builders import build_backbone, build_for_timing
     from aotp.results.record import read_record, run_dir_name, run_id
+    from aotp.config_checks import check_values
     from aotp.run import compose, to_container
     from aotp.tasks.spec import TaskSpec
     from aotp.trainer.loop import select_device
@@ -270,6 +272,7 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
     groups: dict[tuple[str, str], list[tuple[DictConfig, Any]]] = {}
     for run_overrides in runs:
         cfg = compose([*plain, *run_overrides])
+        check_values(cfg, paths=False)  # a count or number that cannot parse: refused before any timing
         groups.setdefault((str(cfg.model.name), str(cfg.method.name)), []).append((cfg, TaskSpec.from_config(cfg.task)))
 
     rows_out: list[dict[str, Any]] = []
@@ -365,8 +368,16 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@guarded
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aotp.estimate", description=__doc__.split("\n\n")[0],
+    """Refusals (bad flags, an unknown experiment or group choice, an override Hydra cannot compose) are one
+    line on stderr, exit 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from aotp.config_checks import check_group_choices
+
+    parser = ArgumentParser(prog="python -m aotp.estimate", description=__doc__.split("\n\n")[0],
                                      usage="python -m aotp.estimate experiment=<name> [overrides] [--repeats N] "
                                            "[--compare RESULTS_DIR] [--out FILE]")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per (rows, length), after 2 warm-up steps")
@@ -378,7 +389,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"expected experiment=<name> and Hydra overrides key=value; got {bad or overrides}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    estimate(overrides, repeats=args.repeats, compare=args.compare, out=args.out)
+    if args.compare is not None and not args.compare.is_dir():
+        parser.error(f"--compare {args.compare}: not a folder of run records")
+    check_group_choices(overrides)
+    try:
+        estimate(overrides, repeats=args.repeats, compare=args.compare, out=args.out)
+    except (HydraException, OmegaConfBaseException) as error:  # an override the config cannot take
+        raise UsageError(str(error)) from None
     return 0
 
 

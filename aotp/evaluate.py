@@ -39,6 +39,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from aotp.cli import Refusal
+
 USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
          "[data.max_eval_samples=N|null] [output=DIR] [device=auto|cpu|cuda] [batch_size=N]")
 ARGUMENTS = ("run", "task", "data.root", "data.max_eval_samples", "output", "device", "batch_size")
@@ -47,7 +49,7 @@ BOOTSTRAP_DRAWS = 1000
 RUN_SETTING = object()
 
 
-class RunError(ValueError):
+class RunError(Refusal, ValueError):
     """A run that cannot be loaded or cannot score the requested task; the message says why."""
 
 
@@ -76,6 +78,9 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
     from aotp.tasks.spec import TaskSpec
     from aotp.trainer.loop import select_device
 
+    from aotp.config_checks import check_device
+
+    check_device("device", device)
     run_dir = Path(run_dir)
     record_path = run_dir / "result.json"
     if not record_path.is_file():
@@ -258,7 +263,8 @@ def parse_args(argv: list[str], required: tuple[str, ...] = ("run",), usage: str
     args: dict[str, str] = {}
     for token in argv:
         if token in ("-h", "--help"):
-            raise SystemExit(usage)
+            print(usage)
+            raise SystemExit(0)
         key, sep, value = token.partition("=")
         if not sep:
             raise RunError(f"argument {token!r} is not key=value. {usage}")
@@ -278,16 +284,24 @@ def cli(action, argv: Optional[list[str]] = None, usage: str = USAGE) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    from aotp.registry import UnknownChoiceError
-    from aotp.tasks.loading import DataFileError
+    from aotp.cli import EXIT_REFUSED, one_line
 
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, usage=usage)
         action(args)
-    except (RunError, DataFileError, UnknownChoiceError) as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+    except Refusal as error:  # a run error, a data file error, an unknown name: one line
+        print(f"Error: {one_line(str(error))}", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
+
+
+def parse_batch_size(value: Optional[str]) -> Optional[int]:
+    """``batch_size=`` value: a positive integer (absent: the run's eval batch size)."""
+    if not value:
+        return None
+    if not value.strip().isdigit() or int(value) <= 0:
+        raise RunError(f"batch_size={value!r}: expected a positive integer")
+    return int(value)
 
 
 def parse_sample_limit(value: str) -> Optional[int]:
@@ -313,7 +327,7 @@ def _evaluate_action(args: dict[str, str]) -> None:
         options["max_eval_samples"] = parse_sample_limit(args["data.max_eval_samples"])
     summary = evaluate_run(args["run"], task=args.get("task"), data_root_override=args.get("data.root"),
                            output=args.get("output"), device=args.get("device", "auto"),
-                           batch_size=int(args["batch_size"]) if args.get("batch_size") else None, **options)
+                           batch_size=parse_batch_size(args.get("batch_size")), **options)
     mapping = f" (labels mapped from {summary['trained_task']})" if summary["label_mapping"] else ""
     print(f"{summary['task']} scored with run {summary['run_dir']}{mapping}: {_metrics_text(summary['metrics'])}")
     baseline = summary["constant_baseline"]

@@ -131,4 +131,4 @@ class PinGpuCallback(Callback):
         gpu = claim_gpu(pool, self.lock_dir, self.wait_seconds)
         job = config.hydra.job.get("num")
         message = f"job {job}: worker pid {os.getpid()} {'keeps' if already else 'pinned to'} GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})"
-        log.info(message)  # Hydra's job logging: the console and <sweep dir>/<job>/<job name>.log
+        log.info(message)  # Hydra's job logging: the console (configs/hydra/job_logging/aotp.yaml)

@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from aotp.evaluate import RunError, cli, data_root, label_mapping, load_run, split_scores, target_spec
+from aotp.evaluate import (RunError, cli, data_root, label_mapping, load_run, parse_batch_size, split_scores,
+                           target_spec)
 
 USAGE = ("usage: python -m aotp.predict run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] [output=DIR] "
          "[device=auto|cpu|cuda] [batch_size=N]")
@@ -74,7 +75,7 @@ def read_submission(spec, path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg.removesuffix(' at')} at column {error.colno})") from None
             if not isinstance(row, dict) or "idx" not in row or ("label" not in row and "passage" not in row):
                 raise ValueError(f"{path}:{number}: expected an object with idx and label (or passage), found {row!r}")
             rows.append(row)
@@ -123,7 +124,7 @@ def predict_run(run_dir: Path | str, task: Optional[str] = None, data_root_overr
 def _predict_action(args: dict[str, str]) -> None:
     written = predict_run(args["run"], task=args.get("task"), data_root_override=args.get("data.root"),
                           output=args.get("output"), device=args.get("device", "auto"),
-                          batch_size=int(args["batch_size"]) if args.get("batch_size") else None)
+                          batch_size=parse_batch_size(args.get("batch_size")))
     for split, facts in written.items():
         print(f"{split}: {facts['rows']} rows ({facts['units']} predictions) -> {facts['path']}")
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from aotp.cli import Refusal
+
 T = TypeVar("T")
 
 
-class UnknownChoiceError(KeyError):
+class UnknownChoiceError(Refusal, KeyError):
     """An option value that is not registered; the message lists the valid choices."""
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of the message

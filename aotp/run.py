@@ -26,15 +26,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aotp.cli import ConfigError, Refusal, one_line, refuse
+from aotp.config_checks import check_group_choices, check_values
 from aotp.results.lock import RunLocked, run_lock
 from aotp.results.record import (SCHEMA_VERSION, drop_previous, environment, git_info, read_record, run_dir_name,
                                  run_id, set_aside_previous, write_json_atomic)
 
 log = logging.getLogger("aotp.run")
+# The lines a user looks for in a run's log (data sizes, truncation, result, record path): printed, and
+# written to <run dir>/run.log beside whatever the libraries log there.
+notes = logging.getLogger("aotp.run.notes")
+notes.propagate = False
+notes.setLevel(logging.INFO)
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the option and its valid values."""
+# ${aotp.name_or:${experiment_name},adhoc}: a null value falls back (oc.select falls back only for absent keys)
+OmegaConf.register_new_resolver("aotp.name_or", lambda value, fallback: fallback if value in (None, "") else value,
+                                replace=True)
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -65,14 +72,7 @@ def validate(cfg: DictConfig):
     from aotp.trainer.loop import PRECISIONS
 
     trainer = cfg.trainer
-    for option in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
-        if int(trainer[option]) <= 0:
-            raise ConfigError(f"trainer.{option} must be a positive integer, got {trainer[option]}")
-    if float(cfg.method.lr) <= 0:
-        raise ConfigError(f"method.lr (the learning rate) must be positive, got {cfg.method.lr}")
-    if cfg.method.get("head_lr") is not None and float(cfg.method.head_lr) <= 0:
-        raise ConfigError(f"method.head_lr (the task head's learning rate; null = method.lr) must be positive, "
-                          f"got {cfg.method.head_lr}")
+    check_values(cfg)  # counts, numbers, device, output folders (aotp/config_checks.py)
     betas = list(trainer.get("adam_betas", [0.9, 0.999]))
     if len(betas) != 2 or not all(0.0 <= float(beta) < 1.0 for beta in betas):
         raise ConfigError(f"trainer.adam_betas must be two numbers in [0, 1), got {betas}")
@@ -83,9 +83,6 @@ def validate(cfg: DictConfig):
                           f"max_steps={trainer.get('max_steps')})")
     if trainer.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r} is not one of {', '.join(PRECISIONS)}")
-    valid_devices = ("auto", "cpu", "cuda", "mps")
-    if str(trainer.device).split(":")[0] not in valid_devices:
-        raise ConfigError(f"trainer.device={trainer.device!r}; valid: {', '.join(valid_devices)} (cuda:N allowed)")
     BACKBONES.get(cfg.model.source)
     if cfg.model.source == "tiny" and cfg.model.get("family") not in FAMILIES:
         raise ConfigError(f"model.family={cfg.model.get('family')!r}; valid: {', '.join(FAMILIES)}")
@@ -115,6 +112,31 @@ def validate(cfg: DictConfig):
                               f"glue/<TASK>/..., super_glue/<Task>/...)")
         check_local_files(spec, root, [spec.train_split, *spec.eval_splits])
     return spec, method
+
+
+def note(message: str) -> None:
+    """Print ``message`` and write it to the run's run.log (when one is open)."""
+    print(message, flush=True)
+    notes.info(message)
+
+
+class RunLog:
+    """``<run dir>/run.log`` for the time of one run: the root logger's records and :func:`note` lines."""
+
+    def __init__(self, path: Path):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        self.handler.setLevel(logging.INFO)
+
+    def open(self) -> "RunLog":
+        logging.getLogger().addHandler(self.handler)
+        notes.addHandler(self.handler)
+        return self
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        notes.removeHandler(self.handler)
+        self.handler.close()
 
 
 def job_overrides() -> list[str] | None:
@@ -238,6 +260,7 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
         delete_checkpoint(run_dir / "checkpoint")  # one left by a kill after the record: retrain, not resume
         print(f"Retraining {run_dir.name} (force=true); the earlier record is kept as result.json.previous until "
               f"this run succeeds", flush=True)
+    run_log = RunLog(run_dir / "run.log").open()
     base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
             "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
             "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
@@ -257,6 +280,8 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
         write_json_atomic(record_path, record)
         if loggers is not None:
             loggers.finish(record)
+        notes.error("Run failed: %s; record: %s", record["error"], record_path)
+        run_log.close()
         raise
     write_json_atomic(record_path, record)
     from aotp.trainer.checkpoint import delete_checkpoint
@@ -264,9 +289,10 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
     delete_checkpoint(run_dir / "checkpoint")  # after the record: a kill in between leaves a finished run
     drop_previous(run_dir)
     loggers.finish(record)
-    print(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
-          f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
-    print(f"Record: {record_path}")
+    note(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
+         f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
+    note(f"Record: {record_path}")
+    run_log.close()
     return record
 
 
@@ -277,8 +303,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict)
     if cfg.logger.name == "wandb":
         tags = [f"task:{cfg.task.benchmark}/{cfg.task.name}", f"method:{cfg.method.name}", f"model:{cfg.model.name}"]
         group = cfg.logger.get("group") or cfg.get("experiment_name") or "default"
-        wandb = WandbLogger({**to_container(cfg.logger), "group": group}, identifier, run_dir, config,
-                            name=run_dir.name, tags=tags)
+        wandb = WandbLogger.create({**to_container(cfg.logger), "group": group}, identifier, run_dir, config,
+                                   name=run_dir.name, tags=tags)
     elif cfg.logger.name not in ("jsonl", "none"):
         raise ConfigError(f"logger={cfg.logger.name!r}; valid: jsonl, wandb, none")
     return Loggers(JsonlLogger(run_dir / "metrics.jsonl"), wandb)
@@ -312,13 +338,15 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()),
               "expected_trainable": method.expected_trainable_parameters(model)}
+    loggers.describe({"params": {**params, "share": params["trainable"] / params["total"]}})
     cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
     data = load_task_data(spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
                           seed=int(cfg.seed), cache_dir=cache_dir)
-    print(f"{spec.full_name}: train {len(data[spec.train_split])}, "
-          + ", ".join(f"{s} {len(data[s])}" for s in spec.eval_splits)
-          + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
-          + f"({100 * params['trainable'] / params['total']:.3f}%) | device {device}", flush=True)
+    note(f"{spec.full_name}: train {len(data[spec.train_split])}, "
+         + ", ".join(f"{s} {len(data[s])}" for s in spec.eval_splits)
+         + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
+         + f"({100 * params['trainable'] / params['total']:.3f}%) | device {device}")
+    truncation = report_truncation(data, cfg.data)  # refuses choices made identical by truncation
     trainer = Trainer(cfg.trainer, model, method, data, run_dir, loggers, device, int(cfg.seed))
     head_lr = cfg.method.get("head_lr")
     state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
@@ -330,13 +358,17 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     check_split = spec.eval_splits[0]
     eval_batch = int(cfg.trainer.eval_batch_size)
     before = (trainer.best_scores or {}).get(check_split)
+    progress = bool(cfg.trainer.get("progress", True))
     if before is None:
-        before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device)
+        before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device,
+                                progress=f"scores before inference form {check_split}" if progress else None)
+    note(f"Preparing the inference form ({cfg.method.name}) and checking dev logits against it")
     tick = time.perf_counter()
     inference_facts = method.prepare_for_inference(model, run_dir / "inference") or {}
     prepare_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
-    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device)  # with the inference form
+    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device,  # with the inference form
+                               progress="check inference form" if progress else None)
     final_eval_seconds = time.perf_counter() - tick
     after = scores[check_split]
     max_diff = float(abs(before - after).max()) if before.size else 0.0
@@ -355,12 +387,29 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
         "inference": {**inference_facts, "max_abs_logit_diff": max_diff, "tolerance": tolerance,
                       "prepare_seconds": prepare_seconds},
         "data": {split: len(data[split]) for split in data.splits},
+        "truncation": truncation,
         "timings": {"train_seconds": state["train_seconds"], "eval_seconds": state["eval_seconds"] + final_eval_seconds,
                     "train_examples_per_second": state["train_examples"] / max(state["train_seconds"], 1e-9),
                     "train_examples": state["train_examples"]},
         "env": environment(device),
     }
     return record, loggers
+
+
+def report_truncation(data, data_cfg) -> dict[str, Any]:
+    """Print how many examples per split ``max_length`` truncated; warn above ``data.truncation_warning``.
+    Returns ``{"splits": {split: counts}, "warnings": [...]}`` for the record (aotp/tasks/truncation.py)."""
+    from aotp.tasks.truncation import check_truncation, describe, truncation_report
+
+    splits = truncation_report(data)
+    if splits:
+        max_length = next(iter(splits.values()))["max_length"]
+        note(f"Truncated at max_length {max_length}: " + ", ".join(describe(n, s) for n, s in splits.items()))
+    warnings = check_truncation(splits, data_cfg)
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
+        notes.warning(warning)
+    return {"splits": splits, "warnings": warnings}
 
 
 def write_predictions(run_dir: Path, spec, data, scores) -> None:
@@ -392,23 +441,45 @@ def main(cfg: DictConfig) -> float | None:
     try:
         record = execute(cfg)
     except RunLocked as error:  # another process trains this run: nothing is recorded, nothing trained twice
-        print(f"Error: {error}", file=sys.stderr)
         if multirun:
+            print(f"Error: {one_line(str(error))}", file=sys.stderr)
             return None
-        sys.exit(2)
+        refuse(str(error))
     except Exception as error:  # noqa: BLE001
-        refused = isinstance(error, ConfigError) or type(error).__name__ in ("UnknownChoiceError", "DataFileError")
-        if multirun:  # a failed run is recorded as failed (a refused one, before training, records nothing); the sweep goes on
-            what = "Run refused before training (nothing recorded)" if refused else "Run failed (recorded as failed)"
-            print(f"{what}: {type(error).__name__}: {error}", file=sys.stderr)
+        if multirun:  # a run that started is recorded as failed (one refused by validation has no record); the sweep goes on
+            print(f"Run failed: {type(error).__name__}: {one_line(str(error))}; the sweep goes on", file=sys.stderr)
             return None
-        if refused:
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(2)
+        if isinstance(error, Refusal):  # a bad option, file or name: one line, exit 2
+            refuse(str(error))
         raise
     return record.get("metrics", {}).get("main")
 
 
+def check_command_line(arguments: list[str]) -> None:
+    """Refusals Hydra would print as a multi-line report (exit 1): an unknown group choice (with "did you
+    mean" and the list) and, for a single run, any override Hydra cannot compose; each as one line, exit 2."""
+    try:
+        check_group_choices(arguments)
+    except ConfigError as error:
+        refuse(str(error))
+    flags = [a for a in arguments if a.startswith("-")]
+    if any(flag not in ("-m", "--multirun") for flag in flags):  # --cfg, --help, -cd DIR ...: Hydra's own handling
+        return
+    try:
+        overrides = [a for a in arguments if a not in flags]
+        if flags:  # a multirun: compose its first run (the first value of every sweep override)
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            overrides = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+                         else o.input_line for o in OverridesParser.create().parse_overrides(overrides)]
+        check_values(compose(overrides), paths=False)  # counts and numbers of the (first) run
+    except ConfigError as error:
+        refuse(str(error))
+    except Exception as error:  # noqa: BLE001 - Hydra/OmegaConf raise many types for a bad override
+        refuse(f"{one_line(str(error)).removesuffix(' Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.')}")
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    check_command_line(sys.argv[1:])
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,31 @@ def run_cli(args: list[str], timeout: int = 300, module: str = "aotp.run",
             env[key] = value
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def read_wandb_records(path: Path):
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``): W&B's header (":W&B", magic,
+    version) and then LevelDB-log framing, 32 KiB blocks of chunks (crc32, length, type: 1 full, 2 first,
+    3 middle, 4 last) that join into serialised ``wandb_internal_pb2.Record`` messages."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    block, header = 32768, 7
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    position, pending = 7, b""
+    while position + header <= len(data):
+        left = block - position % block
+        if left < header:  # a block's tail too short for a chunk header is padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + header])
+        if kind == 0 and length == 0:  # zero fill
+            position += left
+            continue
+        pending += data[position + header:position + header + length]
+        position += header + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record

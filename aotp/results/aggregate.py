@@ -29,7 +29,6 @@ source) beside ours with the delta; ``--wandb`` logs the tables as W&B tables.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -39,6 +38,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
+
+from aotp.cli import ArgumentParser, guarded
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -942,9 +943,13 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
     return Aggregation(tables, warnings, references, files)
 
 
+@guarded
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Refusals (bad flags, a results folder that is not there) are one line on stderr, exit 2."""
+    import argparse
+
+    parser = ArgumentParser(prog="scripts/aggregate.py", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results/runs", help="folder searched (recursively) for result.json")
     parser.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
     parser.add_argument("--experiment", action="append", default=None,
@@ -961,6 +966,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--wandb-project", default="aotp")
     parser.add_argument("--wandb-entity", default=None)
     args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        parser.error(f"--results {args.results}: no such folder (run records are searched under it)")
+    if args.references and not Path(args.references).is_file():
+        parser.error(f"--references {args.references}: no such file ('' = none)")
+    if not Path(args.configs).is_dir():
+        parser.error(f"--configs {args.configs}: no such folder")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: is a file, not a folder")
     result = aggregate(Path(args.results), Path(args.out), experiments=args.experiment,
                        references_path=Path(args.references) if args.references else None,
                        config_dir=Path(args.configs), seeds=args.seeds, tasks=args.tasks, plots=not args.no_plots)

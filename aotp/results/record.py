@@ -29,7 +29,7 @@ NON_SEMANTIC = {
     "lock": None,
     # how a run is executed, not what it computes (thread count and device only reorder float sums)
     "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
-    "data": {"root", "cache"},
+    "data": {"root", "cache", "truncation_warning", "allow_identical_choices"},
 }
 # Keys added after runs were recorded, with their defaults: at the default a key is left out of the run
 # id, so the ids (and the skip-if-done of sweeps) of earlier runs stay valid.

@@ -22,6 +22,7 @@ import torch
 from aotp.tasks.formatting import FORMATTERS
 from aotp.tasks.loading import check_local_files, hub_source_fingerprint, load_raw_records, local_path
 from aotp.tasks.spec import TaskSpec
+from aotp.tasks.truncation import UNTRUNCATED, truncation_stats
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class SplitData:
     examples: list[dict[str, Any]]
     features: list[dict[str, Any]]
     labelled: bool
+    truncation: Optional[dict[str, Any]] = None  # aotp.tasks.truncation.truncation_stats
 
     def __len__(self) -> int:
         return len(self.features)
@@ -161,20 +163,31 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
                               + (["siamese"] if pair_encoding != "cross" else []))
     key = hashlib.sha1(key_material.encode()).hexdigest()[:20]
     cache_file = Path(cache_dir) / "tokenized" / f"{spec.benchmark}-{spec.name}-{split}-{key}.pt" if cache_dir else None
+    def stats_of(examples, features):  # tokenised again without truncation: what max_length cut away
+        full = tokenize(examples, tokenizer, UNTRUNCATED, uses_token_type_ids, pair_encoding)
+        return truncation_stats(examples, features, full, max_length)
+
+    def save(content):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
+        torch.save(content, temporary)
+        os.replace(temporary, cache_file)
+
     if cache_file is not None and cache_file.is_file():
         cached = torch.load(cache_file, weights_only=False)
         log.info("tokenised %s/%s from cache %s", spec.full_name, split, cache_file)
-        return SplitData(split, cached["examples"], cached["features"], labelled)
+        if cached.get("truncation") is None:  # a cache written before truncation was counted
+            cached["truncation"] = stats_of(cached["examples"], cached["features"])
+            save(cached)
+        return SplitData(split, cached["examples"], cached["features"], labelled, cached["truncation"])
     records = load_raw_records(spec, split, root)
     examples = FORMATTERS.get(spec.formatter).format(spec, records, labelled)
     examples = subset(examples, limit, seed)
     features = tokenize(examples, tokenizer, max_length, uses_token_type_ids, pair_encoding)
+    truncation = stats_of(examples, features)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"examples": examples, "features": features}, temporary)
-        os.replace(temporary, cache_file)
-    return SplitData(split, examples, features, labelled)
+        save({"examples": examples, "features": features, "truncation": truncation})
+    return SplitData(split, examples, features, labelled, truncation)
 
 
 def load_task_data(spec: TaskSpec, tokenizer, data_cfg, *, uses_token_type_ids: bool, seed: int,

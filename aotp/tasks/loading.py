@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from aotp.cli import Refusal
 from aotp.tasks.spec import SplitFile, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ csv.field_size_limit(1 << 24)  # ReCoRD/MultiRC passages and QNLI sentences exce
 _INTEGER = re.compile(r"^-?\d+$")
 
 
-class DataFileError(ValueError):
+class DataFileError(Refusal, ValueError):
     """A missing, empty or malformed data file; the message names the file (and line)."""
 
 
@@ -43,6 +44,10 @@ def check_local_files(spec: TaskSpec, root: Path, splits: list[str]) -> None:
     """Fail before any model is loaded if an expected file is missing."""
     for split in splits:
         path = local_path(spec, split, root)
+        if path.is_dir():
+            raise DataFileError(f"{path} is a directory, not the data file of task {spec.full_name}, split {split!r} "
+                                f"(data.root={root}; official layout {spec.local.dir}/"
+                                f"{spec.local.split_file(split).file})")
         if not path.is_file():
             raise DataFileError(f"Missing data file for task {spec.full_name}, split {split!r}: expected {path} "
                                 f"(data.root={root}; official layout {spec.local.dir}/"
@@ -129,17 +134,35 @@ def _tsv_rows(spec: TaskSpec, split: str, path: Path) -> Iterator[Optional[dict[
             yield record
 
 
+def describe_json_error(error: json.JSONDecodeError, line: str, last_line: bool) -> str:
+    """What is wrong with one JSON line, in words: a line cut short (the object never closes, typical of a
+    partial download or copy) is called truncated; otherwise json's reason and the column."""
+    text = line.rstrip("\r\n")
+    reason = error.msg.removesuffix(" at").removesuffix(":")  # "Invalid control character at" + " at column"
+    cut_short = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
+    if cut_short:
+        where = "the file's last line" if last_line else "the line"
+        newline = ", and the file does not end with a newline" if last_line and not line.endswith("\n") else ""
+        return (f"truncated JSON: {where} ends at column {len(text) + 1} before its object closes{newline} "
+                f"(an incomplete download or copy?)")
+    return f"not valid JSON ({reason} at column {error.colno})"
+
+
 def _jsonl_rows(path: Path) -> Iterator[Optional[dict[str, Any]]]:
     with open(path, encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, start=1):
+        lines = iter(enumerate(handle, start=1))
+        following = next(lines, None)
+        while following is not None:
+            line_number, line = following
+            following = next(lines, None)
             if not line.strip():
                 yield None
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataFileError(f"{path}:{line_number}: not valid JSON ({error.msg} at column {error.colno}); "
-                                    f"expected one JSON object per line") from None
+                problem = describe_json_error(error, line, last_line=following is None)
+                raise DataFileError(f"{path}:{line_number}: {problem}; expected one JSON object per line") from None
             if not isinstance(record, dict):
                 raise DataFileError(f"{path}:{line_number}: expected a JSON object, found {type(record).__name__}")
             record["_where"] = f"{path}:{line_number}"

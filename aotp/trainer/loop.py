@@ -61,11 +61,13 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def predict_scores(model: TaskModel, split: SplitData, collator: Collator, batch_size: int, device: torch.device,
-                   precision: str = "fp32") -> np.ndarray:
-    """Model scores for every example of a split, in order: (N, k), (N,) or (N, C)."""
+                   precision: str = "fp32", progress: Optional[str] = None) -> np.ndarray:
+    """Model scores for every example of a split, in order: (N, k), (N,) or (N, C). ``progress``: the label of
+    a progress bar over the batches (as training's, removed when done); None = no bar."""
     model.eval()
     outputs = []
-    for start in range(0, len(split), batch_size):
+    starts = range(0, len(split), batch_size)
+    for start in tqdm(starts, desc=progress, leave=False, dynamic_ncols=True, disable=not progress):
         batch = move(collator(split.features[start:start + batch_size]), device)
         with autocast_context(device, precision):
             outputs.append(model(**model_inputs(batch)).float().cpu())
@@ -79,13 +81,15 @@ def score_split(spec: TaskSpec, split: SplitData, scores: np.ndarray) -> dict[st
 
 
 def evaluate(model: TaskModel, data: TaskData, collator: Collator, batch_size: int, device: torch.device,
-             precision: str = "fp32") -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Metrics over every eval split (keys prefixed ``<split>/`` when there are several) + ``main``."""
+             precision: str = "fp32", progress: Optional[str] = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics over every eval split (keys prefixed ``<split>/`` when there are several) + ``main``;
+    ``progress``: label of a per-split progress bar (None = none)."""
     spec = data.spec
     metrics: dict[str, float] = {}
     all_scores = {}
     for split_name in spec.eval_splits:
-        scores = predict_scores(model, data[split_name], collator, batch_size, device, precision)
+        label = f"{progress} {split_name}" if progress else None
+        scores = predict_scores(model, data[split_name], collator, batch_size, device, precision, progress=label)
         all_scores[split_name] = scores
         values = score_split(spec, data[split_name], scores)
         prefix = f"{split_name}/" if len(spec.eval_splits) > 1 else ""
@@ -123,6 +127,8 @@ class Trainer:
         self.total_steps = int(cfg.max_steps) if cfg.get("max_steps") else int(cfg.epochs) * self.steps_per_epoch
         self.eval_every = int(cfg.eval_every) if cfg.get("eval_every") else self.steps_per_epoch
         self.checkpoint_every = int(cfg.get("checkpoint_every") or 0)
+        # train loss every log_every steps; null: every step up to 1,000 steps, else about 1,000 points per run
+        self.log_every = int(cfg.get("log_every") or max(1, math.ceil(self.total_steps / 1000)))
         self.checkpoint_dir = self.run_dir / "checkpoint"
         self.best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process
 
@@ -196,7 +202,7 @@ class Trainer:
                 loss_value = loss.item() * self.accumulation
                 progress.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}")
                 progress.update(1)
-                if state["step"] % int(cfg.get("log_every", 10)) == 0:
+                if state["step"] % self.log_every == 0:
                     self.loggers.log("train", state["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                                                "epoch": state["epoch"]})
                 finished = state["step"] >= self.total_steps
@@ -221,7 +227,7 @@ class Trainer:
     def _evaluate_and_select(self, state: dict[str, Any], best_state):
         tick = time.perf_counter()
         metrics, scores = evaluate(self.model, self.data, self.collator, int(self.cfg.eval_batch_size), self.device,
-                                   self.cfg.precision)
+                                   self.cfg.precision, progress="evaluate" if self.cfg.get("progress", True) else None)
         state["eval_seconds"] += time.perf_counter() - tick
         state["history"].append({"step": state["step"], **metrics})
         self.loggers.log("eval", state["step"], metrics)

@@ -133,7 +133,7 @@ def task_spec(name, head_type, num_labels):
     return {"name": name, "head": head_type, "num_labels": num_labels, "label_names": labels, "text_fields": ["sentence"]}
 
 
-def test_from_runs_and_cli(tmp_path):
+def test_from_runs_and_cli(tmp_path, capsys):
     family = "deberta"
     models = prepared_tasks(family, tmp_path)
     for name, method_name, head_type, num_labels, options, _ in TASKS:
@@ -163,8 +163,12 @@ def test_from_runs_and_cli(tmp_path):
     for a, b in zip(served, predictions):
         assert a["prediction"] == pytest.approx(b["prediction"], abs=1e-5) if a["task"] == "sts" else a["prediction"] == b["prediction"]
     source.write_text(json.dumps({"task": "qqp", "sentence": "x"}) + "\n")
-    with pytest.raises(SystemExit, match=r"in.jsonl:1: unknown task 'qqp'"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         cli_main(["--runs", *map(str, runs), "--input", str(source), "--output", str(target)])
+    assert exit_info.value.code == 2  # a refusal: one line on stderr
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and "in.jsonl:1: unknown task 'qqp'" in err and err.count("\n") == 1
 
 
 def test_from_runs_refuses_other_backbones_methods_and_unfinished_runs(tmp_path):

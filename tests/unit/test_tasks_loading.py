@@ -163,17 +163,44 @@ def test_missing_label_and_missing_field(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"premise": "A", "hypothesis": "B", "idx": 9', "not valid JSON (Expecting ',' delimiter at column"),
-    ('["premise", "hypothesis"]', "expected a JSON object, found list"),
+    ('{"premise": "A", "hypothesis": "B" "idx": 9}\n', "not valid JSON (Expecting ',' delimiter at column 36)"),
+    ('{"premise": "A\tB", "hypothesis": "B", "idx": 9}\n', "not valid JSON (Invalid control character at column 15)"),
+    ('["premise", "hypothesis"]\n', "expected a JSON object, found list"),
+    # a line cut short is called truncated, whatever json's complaint (here "Invalid control character")
+    ('{"premise": "A", "hypothesis": "B\n', "truncated JSON: the file's last line ends at column 34 before its object "
+                                          "closes (an incomplete download or copy?)"),
+    ('{"premise": "A", "hypothesis": "B", "idx": 9', "truncated JSON: the file's last line ends at column 45 before its "
+                                                  "object closes, and the file does not end with a newline"),
 ])
 def test_bad_jsonl_line(tmp_path, line, message):
     root = copy_task(tmp_path, "super_glue/RTE")
     path = root / "super_glue/RTE/train.jsonl"
-    path.write_text(path.read_text() + line + "\n")
-    count = path.read_text().count("\n")
+    path.write_text(path.read_text() + line)
+    count = path.read_text().count("\n") + (not line.endswith("\n"))
     with pytest.raises(DataFileError) as error:
         load_raw_records(load_spec("superglue/rte"), "train", root)
     assert f"{path}:{count}: {message}" in str(error.value)
+    assert " at at " not in str(error.value)
+
+
+def test_truncated_line_in_the_middle_is_called_truncated(tmp_path):
+    root = copy_task(tmp_path, "super_glue/RTE")
+    path = root / "super_glue/RTE/train.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1][:20] + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(DataFileError, match=r"train.jsonl:2: truncated JSON: the line ends at column 21 before its "
+                                            r"object closes"):
+        load_raw_records(load_spec("superglue/rte"), "train", root)
+
+
+def test_data_path_that_is_a_directory_is_called_a_directory(tmp_path):
+    root = copy_task(tmp_path, "super_glue/COPA")
+    (root / "super_glue/COPA/val.jsonl").unlink()
+    (root / "super_glue/COPA/val.jsonl").mkdir()
+    with pytest.raises(DataFileError, match=r"super_glue/COPA/val.jsonl is a directory, not the data file of task "
+                                            r"superglue/copa, split 'validation'"):
+        check_local_files(load_spec("superglue/copa"), root, ["train", "validation"])
 
 
 def test_missing_split_file_names_the_expected_path(tmp_path):

@@ -30,6 +30,8 @@ Either way ``artifact_dir`` receives a task pack (:mod:`aotp.methods.aot.pack`) 
 
 from __future__ import annotations
 
+import math
+
 import time
 from abc import abstractmethod
 from pathlib import Path
@@ -131,6 +133,14 @@ class AoTMethod(Method):
         super().load_trainable_state_dict(model, state)
 
     # -- inference -------------------------------------------------------------------------------
+    def _chunks_with_progress(self, aot: AoTBias):
+        """The table's chunks behind a progress bar (on a terminal only): at RoBERTa-large scale the table
+        takes minutes."""
+        from tqdm.auto import tqdm
+
+        return tqdm(aot.table_chunks(self.chunk_size), total=math.ceil(aot.vocab_size / self.chunk_size),
+                    desc=f"materialise {self.name} table", unit="chunk", leave=False, dynamic_ncols=True, disable=None)
+
     def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None) -> dict[str, Any]:
         aot: AoTBias = model.aot
         if aot.materialized:
@@ -155,11 +165,11 @@ class AoTMethod(Method):
             shape = (aot.vocab_size, aot.num_layers, aot.hidden_size)
             start = time.perf_counter()
             if artifact_dir is None:  # no directory: materialise in memory
-                table = torch.cat(list(aot.table_chunks(self.chunk_size))).to(dtype)
+                table = torch.cat(list(self._chunks_with_progress(aot))).to(dtype)
                 facts.update(table_path=None, table_load="in_memory")
             else:
                 path = artifact_dir / packs.TABLE_FILE
-                write_table(path, packs.TABLE_TENSOR, aot.table_chunks(self.chunk_size), shape, dtype,
+                write_table(path, packs.TABLE_TENSOR, self._chunks_with_progress(aot), shape, dtype,
                             metadata={"method": self.name, "shape": "x".join(map(str, shape)), "layout": "vocab,layer,hidden"})
                 table, _ = load_tensor_mmap(path, packs.TABLE_TENSOR)
                 device = model.backbone.get_input_embeddings().weight.device
