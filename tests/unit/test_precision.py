@@ -25,6 +25,7 @@ sees the unscaled gradients, and a step whose gradients overflow is skipped (wei
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -33,12 +34,14 @@ from omegaconf import OmegaConf
 from aotp.methods import METHODS
 from aotp.models.mixed_precision import make_autocast_safe
 from aotp.models.tiny_tokenizer import build_tiny_tokenizer
-from aotp.run import CONFIG_DIR
+from aotp.models import TaskModel
+from aotp.run import CONFIG_DIR, compose, execute
 from aotp.tasks import load_spec, load_task_data
+from aotp.trainer.checkpoint import load_checkpoint
 from aotp.trainer.loop import PRECISIONS, Trainer, predict_scores
-from tests.conftest import TINY_FAMILIES, make_tiny_task_model
+from tests.conftest import make_tiny_task_model
 from tests.helpers import FIXTURE_DATA
-from tests.unit.test_methods_matrix import batch_for, build, method_parameters, perturb
+from tests.unit.test_methods_matrix import batch_for, build, perturb
 
 UNIT_ROUNDOFF = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
 STATE_ROUNDINGS = 4
@@ -113,49 +116,176 @@ def trainer_config(precision: str, **overrides):
     return cfg
 
 
-def fit(method_name, family, precision, run_dir, **overrides):
-    """(model, method, trainer, state, logged losses) after ``STEPS`` steps of ``Trainer.fit``."""
+class Fit(NamedTuple):
+    model: TaskModel
+    method: object
+    trainer: Trainer
+    state: dict
+    losses: list
+
+
+def fit(method_name, family, precision, run_dir, before_fit=None, **overrides) -> Fit:
+    """``STEPS`` optimizer steps of ``Trainer.fit`` on fixture RTE; ``before_fit(model)`` may add hooks."""
     torch.manual_seed(0)  # the method's parameters are initialised from the global generator
     spec = load_spec("glue/rte")
     model = make_tiny_task_model(family, spec.head, num_labels=spec.num_labels)
     method = METHODS.get(method_name)()
     method.apply(model)
-    data = fixture_rte(model.uses_token_type_ids)
+    if before_fit is not None:
+        before_fit(model)
     loggers = RecordingLoggers()
-    trainer = Trainer(trainer_config(precision, **overrides), model, method, data, run_dir, loggers,
-                      torch.device("cpu"), seed=0)
-    torch.manual_seed(0)
+    trainer = Trainer(trainer_config(precision, **overrides), model, method, fixture_rte(model.uses_token_type_ids),
+                      run_dir, loggers, torch.device("cpu"), seed=0)
+    torch.manual_seed(0)  # same dropout masks in every precision
     state = trainer.fit(1e-3, 0.01)
-    return model, method, trainer, state, loggers.losses()
+    return Fit(model, method, trainer, state, loggers.losses())
 
 
 def dev_scores(trainer, precision="fp32"):
     split = trainer.data[trainer.spec.eval_splits[0]]
-    return predict_scores(trainer.model, split, trainer.collator, 16, trainer.device, precision)
+    return torch.as_tensor(predict_scores(trainer.model, split, trainer.collator, 16, trainer.device, precision))
 
 
 @every_method
-def test_bf16_training_tracks_fp32_and_passes_the_inference_check(method_name, tiny_family, tmp_path):
+def test_mixed_precision_training_tracks_fp32_and_passes_the_inference_check(method_name, tiny_family, tmp_path):
     reference = fit(method_name, tiny_family, "fp32", tmp_path / "fp32")
-    model, method, trainer, state, losses = fit(method_name, tiny_family, "bf16", tmp_path / "bf16")
-    u = UNIT_ROUNDOFF["bf16"]
-    assert len(losses) == len(reference[4]) == STEPS and all(math.isfinite(loss) for loss in losses)
-    assert losses != reference[4], "bf16 autocast did not change the computation"
-    for step, (loss, fp32_loss) in enumerate(zip(losses, reference[4]), start=1):
-        assert abs(loss - fp32_loss) <= LOSS_ROUNDINGS * u * fp32_loss, (step, loss, fp32_loss)
-    assert state["skipped_steps"] == 0 and state["step"] == STEPS
+    fp32_scores = dev_scores(reference.trainer)
+    for precision, u in UNIT_ROUNDOFF.items():
+        run = fit(method_name, tiny_family, precision, tmp_path / precision)
+        assert len(run.losses) == len(reference.losses) == STEPS and all(map(math.isfinite, run.losses)), precision
+        assert run.losses != reference.losses, f"{precision} autocast did not change the computation"
+        for step, (loss, fp32_loss) in enumerate(zip(run.losses, reference.losses), start=1):
+            assert abs(loss - fp32_loss) <= LOSS_ROUNDINGS * u * fp32_loss, (precision, step, loss, fp32_loss)
+        assert run.state["skipped_steps"] == 0 and run.state["step"] == STEPS  # no fp16 overflow in a tiny model
 
-    # dev: the bf16-trained model scores like the fp32-trained one (both evaluated in fp32) and predicts
-    # the same label wherever the fp32 model's margin exceeds that tolerance
-    before, fp32_trained = dev_scores(trainer), dev_scores(reference[2])
-    tolerance = LOGIT_ROUNDINGS * u * max_abs(fp32_trained)
-    assert max_abs(before - fp32_trained) <= tolerance
-    top2 = torch.as_tensor(fp32_trained).topk(2, dim=-1).values
-    clear = (top2[:, 0] - top2[:, 1]) > 2 * tolerance
-    assert torch.equal(torch.as_tensor(before).argmax(-1)[clear], torch.as_tensor(fp32_trained).argmax(-1)[clear])
+        # dev: the model trained in low precision scores like the fp32-trained one (both evaluated in fp32)
+        # and predicts the same label wherever the fp32 model's margin exceeds that tolerance
+        before = dev_scores(run.trainer)
+        tolerance = LOGIT_ROUNDINGS * u * max_abs(fp32_scores)
+        assert max_abs(before - fp32_scores) <= tolerance, precision
+        top2 = fp32_scores.topk(2, dim=-1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 2 * tolerance
+        assert torch.equal(before.argmax(-1)[clear], fp32_scores.argmax(-1)[clear]), precision
 
-    # the runner's inference check (fp32 scores before/after the inference form) and the same under bf16
-    before_bf16 = dev_scores(trainer, "bf16")
-    method.prepare_for_inference(model, tmp_path / "inference")
-    assert max_abs(dev_scores(trainer) - before) <= float(trainer.cfg.inference_tolerance)
-    assert max_abs(dev_scores(trainer, "bf16") - before_bf16) <= LOGIT_ROUNDINGS * u * max_abs(before)
+        # the runner's inference check (fp32 dev scores before/after the inference form), and the same
+        # check under the training precision's autocast
+        before_autocast = dev_scores(run.trainer, precision)
+        run.method.prepare_for_inference(run.model, tmp_path / precision / "inference")
+        assert max_abs(dev_scores(run.trainer) - before) <= float(run.trainer.cfg.inference_tolerance), precision
+        after_autocast = dev_scores(run.trainer, precision)
+        assert max_abs(after_autocast - before_autocast) <= LOGIT_ROUNDINGS * u * max_abs(before), precision
+
+
+# -- fp16: the loss scaler -----------------------------------------------------------------------------
+
+def test_fp16_scales_the_loss_and_clips_the_unscaled_gradients(monkeypatch, tmp_path):
+    """Gradients are 65,536 (the initial scale) times the true ones after backward, divided back
+    before clipping: the norm clipping sees is the fp32 run's, up to fp16 rounding."""
+    events = []
+    unscale, clip = torch.amp.GradScaler.unscale_, torch.nn.utils.clip_grad_norm_
+
+    def gradient_norm(optimizer):
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for group in optimizer.param_groups
+                                                           for p in group["params"] if p.grad is not None])))
+
+    def recording_unscale(self, optimizer):
+        if not self.is_enabled():  # fp32: the trainer's scaler is a no-op
+            return unscale(self, optimizer)
+        norm_before = gradient_norm(optimizer)
+        unscale(self, optimizer)
+        events.append(("unscale", self.get_scale(), norm_before, gradient_norm(optimizer)))
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        total = clip(parameters, max_norm, *args, **kwargs)
+        events.append(("clip", float(total)))
+        return total
+
+    monkeypatch.setattr(torch.amp.GradScaler, "unscale_", recording_unscale)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    fit("aot_fc", "roberta", "fp32", tmp_path / "fp32")
+    fp32_norms = [event[1] for event in events]
+    assert len(fp32_norms) == STEPS and all(norm > 0 for norm in fp32_norms)
+    events.clear()
+    run = fit("aot_fc", "roberta", "fp16", tmp_path / "fp16")
+    assert [event[0] for event in events] == ["unscale", "clip"] * STEPS  # unscaled before every clip
+    for step in range(STEPS):
+        (_, scale, scaled_norm, unscaled_norm), (_, clip_norm) = events[2 * step], events[2 * step + 1]
+        assert scale == 2.0 ** 16  # the initial scale; no overflow, and growth only after 2,000 good steps
+        assert scaled_norm == pytest.approx(scale * unscaled_norm, rel=1e-5)
+        assert clip_norm == pytest.approx(unscaled_norm, rel=1e-5)
+        assert clip_norm == pytest.approx(fp32_norms[step], rel=16 * UNIT_ROUNDOFF["fp16"])
+    assert run.state["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("overflowing_steps", [1, STEPS])
+def test_fp16_step_with_overflowing_gradients_is_skipped(overflowing_steps, tmp_path):
+    """An inf in the gradients (injected into the head's output weights for the first steps): the
+    optimizer step is skipped (weights unchanged), the LR schedule does not advance, the scale halves."""
+    remaining = {"overflows": overflowing_steps}
+    initial = {}
+
+    def inject_overflow(model):
+        initial.update({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+
+        def overflow(gradient):
+            if remaining["overflows"] > 0:
+                remaining["overflows"] -= 1
+                return gradient * float("inf")
+            return gradient
+        model.head.out_proj.weight.register_hook(overflow)
+
+    run = fit("aot_fc", "roberta", "fp16", tmp_path, before_fit=inject_overflow)
+    assert run.state["step"] == STEPS and run.state["skipped_steps"] == overflowing_steps
+    assert all(map(math.isfinite, run.losses))  # the loss itself is finite; only its gradients overflowed
+    checkpoint = load_checkpoint(run.trainer.checkpoint_dir)
+    assert checkpoint["scaler"]["scale"] == 2.0 ** 16 * 0.5 ** overflowing_steps
+    assert checkpoint["scheduler"]["last_epoch"] == STEPS - overflowing_steps
+    moved = [n for n, p in run.model.named_parameters() if p.requires_grad and not torch.equal(p, initial[n])]
+    if overflowing_steps == STEPS:
+        assert not moved, f"a skipped step changed {moved[:3]}"
+    else:
+        assert moved and all(torch.isfinite(p).all() for p in run.model.parameters())
+
+
+# -- the runner, end to end --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_runner_records_a_mixed_precision_run(precision, tmp_path):
+    """``python -m aotp.run trainer.precision=...`` on DeBERTa v1 (the family that needed the repair),
+    AoT (its table materialised and checked): success, the inference check passed, no skipped step."""
+    record = execute(compose(["model=tiny_deberta_v1", "method=aot_fc", "task=glue/rte", f"trainer.precision={precision}",
+                              "trainer.max_steps=3", "trainer.batch_size=4", "trainer.progress=false", "logger=none",
+                              f"data.root={FIXTURE_DATA}", f"paths.results={tmp_path}", "data.cache=false"]))
+    assert record["status"] == "success" and record["config"]["trainer"]["precision"] == precision
+    assert record["inference"]["max_abs_logit_diff"] <= record["inference"]["tolerance"] == 1e-4
+    assert record["selection"]["skipped_steps"] == 0 and record["selection"]["steps_done"] == 3
+
+
+def test_deberta_v1_attention_runs_under_autocast_with_unchanged_parameters():
+    """Without the repair, DeBERTa v1 under bf16/fp16 autocast fails in every forward (fp32 finfo.min
+    into bf16/fp16 attention scores); with it, the forward runs, the gradients reach the fp32 biases,
+    and parameter names and fp32 outputs are unchanged."""
+    from transformers.models.deberta.modeling_deberta import DisentangledSelfAttention
+
+    model = make_tiny_task_model("deberta")
+    attention = [m for m in model.modules() if isinstance(m, DisentangledSelfAttention)]
+    assert attention and all(getattr(m, "_aotp_autocast_safe", False) for m in attention)
+    assert make_autocast_safe(model) == len(attention)  # idempotent: no second set of hooks
+    batch, labels = batch_for(model, "classification")
+    names = [n for n, _ in model.named_parameters()]
+    fp32 = forward(model, batch, "fp32")
+    for handle_dict in (m._forward_pre_hooks for m in attention):
+        saved = dict(handle_dict)
+        handle_dict.clear()
+        with pytest.raises(RuntimeError, match="cannot be converted"):
+            forward(model, batch, "bf16")
+        handle_dict.update(saved)
+        break
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(model(**batch), labels[:1].expand(len(labels)) * 0)
+    loss.backward()
+    assert all(isinstance(m.q_bias, torch.nn.Parameter) and m.q_bias.dtype == torch.float32 for m in attention)
+    assert all(m.q_bias.grad is not None and m.q_bias.grad.abs().sum() > 0 for m in attention)
+    assert [n for n, _ in model.named_parameters()] == names
+    assert torch.equal(forward(model, batch, "fp32"), fp32)
