@@ -21,6 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Unit roundoff u of each floating format (half the spacing of its significand at 1; round to
+# nearest): the largest relative error of one rounding. Tolerances in this project are multiples of it.
+UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
+
 CAST_BIASES = ("q_bias", "v_bias")
 _SAVED = "_aotp_autocast_saved_biases"
 

@@ -32,6 +32,8 @@ import torch
 from omegaconf import OmegaConf
 
 from aotp.methods import METHODS
+from aotp.methods.aot.method import TABLE_LOGIT_ROUNDINGS
+from aotp.models.mixed_precision import UNIT_ROUNDOFF as FORMAT_ROUNDOFF
 from aotp.models.mixed_precision import make_autocast_safe
 from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.models import TaskModel
@@ -43,7 +45,7 @@ from tests.conftest import make_tiny_task_model
 from tests.helpers import FIXTURE_DATA
 from tests.unit.test_methods_matrix import batch_for, build, perturb
 
-UNIT_ROUNDOFF = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
+UNIT_ROUNDOFF = {name: FORMAT_ROUNDOFF[name] for name in ("bf16", "fp16")}  # u = 2^-8, 2^-11
 STATE_ROUNDINGS = 4
 LOGIT_ROUNDINGS = 16
 LOSS_ROUNDINGS = 4
@@ -249,16 +251,47 @@ def test_fp16_step_with_overflowing_gradients_is_skipped(overflowing_steps, tmp_
 
 # -- the runner, end to end --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_runner_records_a_mixed_precision_run(precision, tmp_path):
+@pytest.mark.parametrize("precision, table_dtype", [("bf16", "bf16"), ("fp16", "fp32")])
+def test_runner_records_a_mixed_precision_run(precision, table_dtype, tmp_path):
     """``python -m aotp.run trainer.precision=...`` on DeBERTa v1 (the family that needed the repair),
     AoT (its table materialised and checked): success, the inference check passed, no skipped step."""
     record = execute(compose(["model=tiny_deberta_v1", "method=aot_fc", "task=glue/rte", f"trainer.precision={precision}",
-                              "trainer.max_steps=3", "trainer.batch_size=4", "trainer.progress=false", "logger=none",
-                              f"data.root={FIXTURE_DATA}", f"paths.results={tmp_path}", "data.cache=false"]))
+                              f"method.options.table_dtype={table_dtype}", "trainer.max_steps=3", "trainer.batch_size=4",
+                              "trainer.progress=false", "logger=none", f"data.root={FIXTURE_DATA}",
+                              f"paths.results={tmp_path}", "data.cache=false"]))
     assert record["status"] == "success" and record["config"]["trainer"]["precision"] == precision
-    assert record["inference"]["max_abs_logit_diff"] <= record["inference"]["tolerance"] == 1e-4
+    inference = record["inference"]
+    assert inference["table_dtype"] == table_dtype and "logit_relative_tolerance" not in inference
+    assert inference["max_abs_logit_diff"] <= inference["tolerance"]
+    assert inference["tolerance"] >= 1e-4 if table_dtype != "fp32" else inference["tolerance"] == 1e-4
     assert record["selection"]["skipped_steps"] == 0 and record["selection"]["steps_done"] == 3
+
+
+@pytest.mark.parametrize("table_dtype", ["bf16", "fp16", "fp32"])
+@pytest.mark.parametrize("method_name", ["aot_fc", "aot_kron"])
+def test_low_precision_aot_table_moves_logits_by_its_rounding_only(method_name, table_dtype, tmp_path):
+    """A table stored in bf16/fp16 moves trained-size logits by more than the absolute 1e-4 of
+    ``trainer.inference_tolerance`` (a real run with ``table_dtype=bf16`` failed its inference check),
+    and by no more than the stated ``TABLE_LOGIT_ROUNDINGS`` u x max|logit|; an fp32 table is exact."""
+    torch.manual_seed(0)
+    model = make_tiny_task_model("roberta", "classification", num_labels=3)
+    with torch.no_grad():
+        model.head.out_proj.weight.mul_(50)  # logits of a trained head (max |logit| a few units), not 0.05
+    method = METHODS.get(method_name)(table_dtype=table_dtype)
+    method.apply(model)
+    perturb(model, scale=1.0)
+    batch, _ = batch_for(model, "classification")
+    before = forward(model, batch, "fp32")
+    facts = method.prepare_for_inference(model, tmp_path)
+    change = max_abs(forward(model, batch, "fp32") - before)
+    if table_dtype == "fp32":
+        assert "logit_relative_tolerance" not in facts and change <= 1e-5
+        return
+    relative = facts["logit_relative_tolerance"]
+    assert relative == TABLE_LOGIT_ROUNDINGS * FORMAT_ROUNDOFF[table_dtype]
+    assert change <= relative * max_abs(before)
+    if table_dtype == "bf16":
+        assert change > 1e-4, "the rounding is visible at the default absolute tolerance"
 
 
 def test_deberta_v1_attention_runs_under_autocast_with_unchanged_parameters():
