@@ -220,9 +220,10 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     after = scores[check_split]
     max_diff = float(abs(before - after).max()) if before.size else 0.0
     tolerance = float(inference_facts.pop("logit_tolerance", cfg.trainer.inference_tolerance))
-    # a method whose inference form rounds (an fp16/bf16 AoT table) states its rounding relative to the logits
-    relative = float(inference_facts.pop("logit_relative_tolerance", 0.0))
-    tolerance = max(tolerance, relative * float(abs(before).max())) if before.size else tolerance
+    # a method whose inference form rounds (an fp16/bf16 AoT table) states that rounding relative to max|logit|
+    relative = float(inference_facts.get("logit_relative_tolerance", 0.0))
+    if relative and before.size:
+        tolerance = max(tolerance, relative * float(abs(before).max()))
     if max_diff > tolerance:
         raise RuntimeError(f"prepare_for_inference changed dev logits by {max_diff:.3g} > tolerance {tolerance:g}")
     write_predictions(run_dir, spec, data, scores)

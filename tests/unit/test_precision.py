@@ -15,11 +15,15 @@ bf16 u = 2^-8, fp16 u = 2^-11), not widened blindly:
   whose bias/prefix/adapter were dropped under autocast cannot pass: measured ratio >= 48 (bf16).
 
 Training (the real ``Trainer.fit``, fixture RTE, 3 optimizer steps from the same initialisation and
-batches): every loss is finite and within ``LOSS_ROUNDINGS`` u x loss of the fp32 run's; the dev scores
-of the two trained models agree within the logit tolerance; the runner's inference check (dev scores in
-fp32 before and after ``prepare_for_inference``, ``trainer.inference_tolerance``) passes after bf16
-training, and so does the same check under bf16 autocast. fp16: the grad-scaler path trains, clipping
-sees the unscaled gradients, and a step whose gradients overflow is skipped (weights, schedule).
+batches), in bf16 and in fp16: every loss is finite and within ``LOSS_ROUNDINGS`` u x loss of the fp32
+run's (measured at most 7e-4 absolute over 10 steps of the runner on real RTE, about 0.25 u x loss);
+the dev scores of the two trained models agree within the logit tolerance and give the same label
+wherever the fp32 margin is clear of it; the runner's inference check (dev scores in fp32 before and
+after ``prepare_for_inference``, ``trainer.inference_tolerance``) passes, and so does the same check
+under the training precision's autocast. fp16: the loss is scaled, the gradients are unscaled before
+clipping, and a step whose gradients overflow is skipped (weights, schedule, scale). An AoT table
+stored in bf16/fp16 moves the logits by its rounding only (``TABLE_LOGIT_ROUNDINGS``). DeBERTa v1
+needs :mod:`aotp.models.mixed_precision` to run under autocast at all.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from aotp.methods import METHODS
 from aotp.methods.aot.method import TABLE_LOGIT_ROUNDINGS
 from aotp.models.mixed_precision import UNIT_ROUNDOFF as FORMAT_ROUNDOFF
 from aotp.models.mixed_precision import make_autocast_safe
-from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.models import TaskModel
+from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.run import CONFIG_DIR, compose, execute
 from aotp.tasks import load_spec, load_task_data
 from aotp.trainer.checkpoint import load_checkpoint
@@ -261,9 +265,12 @@ def test_runner_records_a_mixed_precision_run(precision, table_dtype, tmp_path):
                               f"paths.results={tmp_path}", "data.cache=false"]))
     assert record["status"] == "success" and record["config"]["trainer"]["precision"] == precision
     inference = record["inference"]
-    assert inference["table_dtype"] == table_dtype and "logit_relative_tolerance" not in inference
-    assert inference["max_abs_logit_diff"] <= inference["tolerance"]
-    assert inference["tolerance"] >= 1e-4 if table_dtype != "fp32" else inference["tolerance"] == 1e-4
+    assert inference["table_dtype"] == table_dtype and inference["max_abs_logit_diff"] <= inference["tolerance"]
+    if table_dtype == "fp32":
+        assert inference["tolerance"] == 1e-4 and "logit_relative_tolerance" not in inference
+    else:
+        assert inference["logit_relative_tolerance"] == TABLE_LOGIT_ROUNDINGS * FORMAT_ROUNDOFF[table_dtype]
+        assert inference["tolerance"] >= 1e-4
     assert record["selection"]["skipped_steps"] == 0 and record["selection"]["steps_done"] == 3
 
 
