@@ -373,6 +373,10 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     after = scores[check_split]
     max_diff = float(abs(before - after).max()) if before.size else 0.0
     tolerance = float(inference_facts.pop("logit_tolerance", cfg.trainer.inference_tolerance))
+    # a method whose inference form rounds (an fp16/bf16 AoT table) states that rounding relative to max|logit|
+    relative = float(inference_facts.get("logit_relative_tolerance", 0.0))
+    if relative and before.size:
+        tolerance = max(tolerance, relative * float(abs(before).max()))
     if max_diff > tolerance:
         raise RuntimeError(f"prepare_for_inference changed dev logits by {max_diff:.3g} > tolerance {tolerance:g}")
     write_predictions(run_dir, spec, data, scores)
@@ -381,7 +385,8 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
         "metrics": metrics,
         "selection": {"best_step": state["best_step"], "best_main_during_training": state["best_main"],
                       "stopped_early": state["stopped_early"], "total_steps": trainer.total_steps,
-                      "steps_done": state["step"], "history": state["history"]},
+                      "steps_done": state["step"], "skipped_steps": state["skipped_steps"],
+                      "history": state["history"]},
         "params": {**params, "share": params["trainable"] / params["total"]},
         **({"init_from": warm} if warm is not None else {}),
         "inference": {**inference_facts, "max_abs_logit_diff": max_diff, "tolerance": tolerance,

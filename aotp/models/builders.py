@@ -32,6 +32,7 @@ from transformers import (
     RobertaModel,
 )
 
+from aotp.models.mixed_precision import make_autocast_safe
 from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.registry import Registry
 
@@ -44,6 +45,10 @@ class Backbone:
     tokenizer: PreTrainedTokenizerBase
     family: str
     name: str
+
+    def __post_init__(self):
+        # every backbone runs under trainer.precision=bf16/fp16 (DeBERTa v1 needs a repair for it)
+        make_autocast_safe(self.model)
 
     @property
     def uses_token_type_ids(self) -> bool:

@@ -6,6 +6,11 @@
 * Evaluation on the dev split(s) every ``trainer.eval_every`` optimizer steps (0: once per epoch);
   the best trainable state by the task's main metric (sign from ``higher_is_better``) is kept and
   restored at the end; early stopping after ``trainer.patience`` evaluations without improvement.
+* Precision (``trainer.precision``): fp32, or autocast to bf16/fp16 over fp32 weights (the optimizer
+  updates fp32 master weights; the loss is taken in fp32). fp16 adds a loss scaler: the scaled loss is
+  backpropagated, the gradients are unscaled before clipping, and a step whose gradients hold an
+  inf/nan is skipped (weights and learning-rate schedule unchanged; counted in ``skipped_steps``) while
+  the scale backs off. Dev evaluations during training run under the same autocast.
 """
 
 from __future__ import annotations
@@ -145,7 +150,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None, "best_metrics": None,
                  "bad_evals": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "train_examples": 0,
-                 "stopped_early": False}
+                 "stopped_early": False, "skipped_steps": 0}
         best_state: Optional[dict[str, torch.Tensor]] = None
         resumed = load_checkpoint(self.checkpoint_dir)
         if resumed is not None:
@@ -190,9 +195,13 @@ class Trainer:
                 if cfg.get("max_grad_norm"):
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(trainable, float(cfg.max_grad_norm))
-                scaler.step(optimizer)
+                scale_before = scaler.get_scale()
+                scaler.step(optimizer)  # skipped when the (unscaled) gradients hold an inf/nan
                 scaler.update()
-                scheduler.step()
+                if scaler.get_scale() < scale_before:  # the scaler backs off only after a skipped step
+                    state["skipped_steps"] += 1  # the schedule waits for a step that updated the weights
+                else:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
                 state["batch_in_epoch"] = batch_index + 1
