@@ -123,9 +123,7 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         return previous
     spec, method = validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
-            "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
-            "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
+    base = base_record(cfg, spec, identifier, run_dir, config)
     started = time.time()
     # The code that runs is the code imported now: the commit state is taken at the start, so edits or
     # commits made while a long run trains do not end up in its record.
@@ -150,6 +148,13 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
           f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
     print(f"Record: {record_path}")
     return record
+
+
+def base_record(cfg: DictConfig, spec, identifier: str, run_dir: Path, config: dict) -> dict[str, Any]:
+    """The identity part of a run record (success or failure)."""
+    return {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
+            "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
+            "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict):
@@ -202,6 +207,16 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     head_lr = cfg.method.get("head_lr")
     state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
                         head_lr=None if head_lr is None else float(head_lr))
+    return finish_run(cfg, spec, method, model, data, trainer, state, params, run_dir, device), loggers
+
+
+def finish_run(cfg, spec, method, model, data, trainer, state: dict, params: dict, run_dir: Path, device) -> dict:
+    """After training (best state restored): save the trainable state, prepare the inference form and check
+    the dev logits did not move, write predictions; returns the record's training part. Shared with packed
+    runs (:mod:`aotp.trainer.packed`), so their records have the same form."""
+    from aotp.trainer.checkpoint import save_tensors
+    from aotp.trainer.loop import evaluate, predict_scores
+
     save_tensors(method.trainable_state_dict(model), run_dir / "trainable.safetensors")
 
     # Inference form (merge / materialise): the logits on dev must not move. The scores of the restored
@@ -238,7 +253,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
                     "train_examples": state["train_examples"]},
         "env": environment(device),
     }
-    return record, loggers
+    return record
 
 
 def write_predictions(run_dir: Path, spec, data, scores) -> None:

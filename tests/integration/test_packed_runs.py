@@ -1,0 +1,103 @@
+"""Packed runs (aotp.trainer.packed): K AoT runs on one backbone equal the K runs trained alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import make_tiny_task_model
+from tests.helpers import FIXTURE_DATA, compose
+
+SEEDS, LRS = [1, 2], [1e-3, 3e-3]
+
+
+def overrides(method: str, results) -> list[str]:
+    # RTE fixture: 10 training examples in batches of 4 (4, 4, 2): 6 steps cross two epoch boundaries
+    # and include a short last batch, whose rows get padded to the pack's longest sequence.
+    return [f"method={method}", "model=tiny_bert", "+model.dropout=0.0", "method.options.rank=8", "task=glue/rte",
+            f"data.root={FIXTURE_DATA}", "data.max_length=64", "trainer.batch_size=4", "trainer.max_steps=6",
+            "trainer.eval_every=2", "trainer.warmup_steps=1", "trainer.progress=false", "logger=jsonl",
+            f"paths.results={results / 'runs'}", f"paths.cache={results / 'cache'}"]
+
+
+def key_tree(value):
+    """The record's form: nested keys (history entries by their keys), not its values."""
+    if isinstance(value, dict):
+        return {k: key_tree(v) for k, v in value.items() if k not in ("history",)} | (
+            {"history": [sorted(h) for h in value["history"]]} if "history" in value else {})
+    return type(value).__name__ if value is not None else None
+
+
+@pytest.mark.parametrize("method", ["aot_fc", "aot_kron"])
+def test_packed_runs_equal_runs_trained_alone(method, tmp_path):
+    from aotp.run import execute
+    from aotp.trainer.packed import execute_pack, pack_configs
+
+    alone = {}
+    for seed in SEEDS:
+        for lr in LRS:
+            record = execute(compose(overrides(method, tmp_path / "alone") + [f"seed={seed}", f"method.lr={lr}"]))
+            alone[seed, lr] = record
+    packed_records = execute_pack(pack_configs(overrides(method, tmp_path / "packed"), SEEDS, LRS))
+    assert len(packed_records) == 4 and all(r["status"] == "success" for r in packed_records)
+    packed = {(r["seed"], r["config"]["method"]["lr"]): r for r in packed_records}
+    assert set(packed) == set(alone)
+    for key, single in alone.items():
+        record = packed[key]
+        assert record["run_id"] == single["run_id"]  # the same run: same semantic config
+        assert key_tree(record) == key_tree(single)
+        assert record["selection"]["steps_done"] == 6 and len(record["selection"]["history"]) == 3
+        for name, value in single["metrics"].items():
+            assert record["metrics"][name] == pytest.approx(value, abs=1e-5), (key, name)
+        for got, want in zip(record["selection"]["history"], single["selection"]["history"]):
+            assert got["step"] == want["step"] and got["main"] == pytest.approx(want["main"], abs=1e-5)
+        assert record["params"] == single["params"]
+        weights = load_file(f"{record['run_dir']}/trainable.safetensors")
+        reference = load_file(f"{single['run_dir']}/trainable.safetensors")
+        assert set(weights) == set(reference) and any(k.startswith("aot.") for k in weights)
+        for name in reference:
+            torch.testing.assert_close(weights[name], reference[name], atol=1e-5, rtol=0, msg=f"{key} {name}")
+        initial_scale = reference["head.out_proj.weight"].abs().max()
+        assert initial_scale > 0
+    # the four runs really differ (seeds and learning rates act), so equality above is not vacuous
+    finals = [load_file(f"{r['run_dir']}/trainable.safetensors")["aot.reparam.up.weight" if method == "aot_fc"
+                                                                   else "aot.reparam.proj.weight"] for r in packed_records]
+    assert all(f.abs().max() > 0 for f in finals)
+    assert all(not torch.equal(finals[i], finals[j]) for i in range(4) for j in range(i + 1, 4))
+
+    # resumable like single runs: a finished pack is skipped run by run
+    assert execute_pack(pack_configs(overrides(method, tmp_path / "packed"), SEEDS, LRS)) == []
+    written = json.loads((tmp_path / "packed" / "runs").glob("*/result.json").__next__().read_text())
+    assert written["status"] == "success"
+
+
+def test_padding_to_the_pack_length_leaves_logits_unchanged():
+    """The pack pads every run's rows to the longest sequence of the pack: masked positions must not move
+    the logits of the real ones (AoT biases are added to padded positions too)."""
+    from aotp.methods import METHODS
+
+    model = make_tiny_task_model("bert", dropout=0.0)
+    METHODS.get("aot_fc")(rank=4).apply(model)
+    with torch.no_grad():
+        model.aot.reparam.up.weight.normal_(0.0, 0.5)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 100, (3, 9), generator=generator)
+    mask = torch.ones_like(input_ids)
+    mask[1, 6:] = 0
+    short = model(input_ids=input_ids, attention_mask=mask)
+    padded_ids = torch.cat([input_ids, torch.zeros(3, 7, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(3, 7, dtype=torch.long)], dim=1)
+    long = model(input_ids=padded_ids, attention_mask=padded_mask)
+    assert (short - long).abs().max() <= 1e-6
+
+
+def test_a_method_that_trains_the_backbone_cannot_be_packed(tmp_path):
+    from aotp.run import ConfigError
+    from aotp.trainer.packed import pack_configs
+
+    with pytest.raises(ConfigError, match="method=full_ft cannot be packed.*packable: aot_fc, aot_kron"):
+        pack_configs(["method=full_ft", "model=tiny_bert", "task=glue/rte"], SEEDS, LRS)
