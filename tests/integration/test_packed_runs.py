@@ -101,3 +101,60 @@ def test_a_method_that_trains_the_backbone_cannot_be_packed(tmp_path):
 
     with pytest.raises(ConfigError, match="method=full_ft cannot be packed.*packable: aot_fc, aot_kron"):
         pack_configs(["method=full_ft", "model=tiny_bert", "task=glue/rte"], SEEDS, LRS)
+
+
+@pytest.mark.slow  # ~70 s here: an in-process reference pack and two CLI processes (startup ~15 s each)
+def test_packed_cli_killed_then_resumed_ends_with_the_same_records(tmp_path):
+    """``python -m aotp.trainer.packed`` killed (-9) after its first checkpoints, then run again, ends with
+    the records and weights of an uninterrupted pack (each run resumes from its own checkpoint)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aotp.trainer.packed import execute_pack, pack_configs
+    from tests.helpers import REPO_ROOT, run_cli
+
+    def arguments(results):
+        longer = [a for a in overrides("aot_fc", results) if not a.startswith(("trainer.max_steps", "trainer.eval_every"))]
+        return longer + ["trainer.max_steps=30", "trainer.eval_every=10", "trainer.checkpoint_every=2"]
+
+    reference = {(r["seed"], r["config"]["method"]["lr"]): r
+                 for r in execute_pack(pack_configs(arguments(tmp_path / "reference"), SEEDS, LRS))}
+    pack = ["pack.seeds=[1,2]", "pack.lrs=[0.001,0.003]"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    resumed_root = tmp_path / "resumed"
+    process = subprocess.Popen([sys.executable, "-m", "aotp.trainer.packed", *arguments(resumed_root), *pack],
+                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while (time.time() < deadline and process.poll() is None
+           and not list((resumed_root / "runs").glob("*/checkpoint/state.pt"))):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list((resumed_root / "runs").glob("*/result.json")), "the pack finished before it could be killed"
+    again = run_cli([*arguments(resumed_root), *pack], module="aotp.trainer.packed")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming" in again.stdout
+    records = [json.loads(p.read_text()) for p in (resumed_root / "runs").glob("*/result.json")]
+    assert len(records) == 4
+    for record in records:
+        want = reference[record["seed"], record["config"]["method"]["lr"]]
+        assert record["status"] == "success" and record["run_id"] == want["run_id"]
+        assert record["selection"]["steps_done"] == 30
+        assert record["metrics"] == pytest.approx(want["metrics"], abs=1e-5)
+        weights = load_file(f"{record['run_dir']}/trainable.safetensors")
+        for name, value in load_file(f"{want['run_dir']}/trainable.safetensors").items():
+            torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_pack_arguments_are_parsed_and_required():
+    from aotp.trainer.packed import split_pack_arguments
+
+    assert split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]", "pack.lrs=[1e-3,3e-3]"]) == (
+        ["model=tiny_bert"], [1, 2], [1e-3, 3e-3])
+    with pytest.raises(SystemExit):
+        split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]"])
+    with pytest.raises(SystemExit):
+        split_pack_arguments(["pack.seeds=[a]", "pack.lrs=[1e-3]"])
