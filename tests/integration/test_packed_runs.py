@@ -24,24 +24,28 @@ def overrides(method: str, results) -> list[str]:
 
 
 def key_tree(value):
-    """The record's form: nested keys (history entries by their keys), not its values."""
+    """The record's form: its nested keys and value types (lists by their first entry), not its values."""
     if isinstance(value, dict):
-        return {k: key_tree(v) for k, v in value.items() if k not in ("history",)} | (
-            {"history": [sorted(h) for h in value["history"]]} if "history" in value else {})
-    return type(value).__name__ if value is not None else None
+        return {k: key_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [key_tree(value[0])] if value else []
+    return type(value).__name__
 
 
-@pytest.mark.parametrize("method", ["aot_fc", "aot_kron"])
-def test_packed_runs_equal_runs_trained_alone(method, tmp_path):
+@pytest.mark.parametrize("method,accumulation", [("aot_fc", 1), ("aot_kron", 2)])
+def test_packed_runs_equal_runs_trained_alone(method, accumulation, tmp_path):
     from aotp.run import execute
     from aotp.trainer.packed import execute_pack, pack_configs
+
+    def run_overrides(results):
+        return overrides(method, results) + [f"trainer.gradient_accumulation_steps={accumulation}"]
 
     alone = {}
     for seed in SEEDS:
         for lr in LRS:
-            record = execute(compose(overrides(method, tmp_path / "alone") + [f"seed={seed}", f"method.lr={lr}"]))
+            record = execute(compose(run_overrides(tmp_path / "alone") + [f"seed={seed}", f"method.lr={lr}"]))
             alone[seed, lr] = record
-    packed_records = execute_pack(pack_configs(overrides(method, tmp_path / "packed"), SEEDS, LRS))
+    packed_records = execute_pack(pack_configs(run_overrides(tmp_path / "packed"), SEEDS, LRS))
     assert len(packed_records) == 4 and all(r["status"] == "success" for r in packed_records)
     packed = {(r["seed"], r["config"]["method"]["lr"]): r for r in packed_records}
     assert set(packed) == set(alone)
@@ -60,8 +64,6 @@ def test_packed_runs_equal_runs_trained_alone(method, tmp_path):
         assert set(weights) == set(reference) and any(k.startswith("aot.") for k in weights)
         for name in reference:
             torch.testing.assert_close(weights[name], reference[name], atol=1e-5, rtol=0, msg=f"{key} {name}")
-        initial_scale = reference["head.out_proj.weight"].abs().max()
-        assert initial_scale > 0
     # the four runs really differ (seeds and learning rates act), so equality above is not vacuous
     finals = [load_file(f"{r['run_dir']}/trainable.safetensors")["aot.reparam.up.weight" if method == "aot_fc"
                                                                    else "aot.reparam.proj.weight"] for r in packed_records]
@@ -69,9 +71,9 @@ def test_packed_runs_equal_runs_trained_alone(method, tmp_path):
     assert all(not torch.equal(finals[i], finals[j]) for i in range(4) for j in range(i + 1, 4))
 
     # resumable like single runs: a finished pack is skipped run by run
-    assert execute_pack(pack_configs(overrides(method, tmp_path / "packed"), SEEDS, LRS)) == []
-    written = json.loads((tmp_path / "packed" / "runs").glob("*/result.json").__next__().read_text())
-    assert written["status"] == "success"
+    assert execute_pack(pack_configs(run_overrides(tmp_path / "packed"), SEEDS, LRS)) == []
+    written = [json.loads(p.read_text()) for p in (tmp_path / "packed" / "runs").glob("*/result.json")]
+    assert sorted(r["run_id"] for r in written) == sorted(r["run_id"] for r in packed_records)
 
 
 def test_padding_to_the_pack_length_leaves_logits_unchanged():
