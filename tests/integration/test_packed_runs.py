@@ -160,3 +160,21 @@ def test_pack_arguments_are_parsed_and_required():
         split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]"])
     with pytest.raises(SystemExit):
         split_pack_arguments(["pack.seeds=[a]", "pack.lrs=[1e-3]"])
+
+
+@pytest.mark.parametrize("task", ["glue/stsb", "superglue/copa"])  # regression; multiple choice (rows x choices)
+def test_packed_regression_and_multiple_choice_runs_equal_runs_alone(task, tmp_path):
+    from aotp.run import execute
+    from aotp.trainer.packed import execute_pack, pack_configs
+
+    def run_overrides(results):
+        return [o for o in overrides("aot_fc", results) if not o.startswith("task=")] + [f"task={task}"]
+
+    alone = {lr: execute(compose(run_overrides(tmp_path / "alone") + ["seed=1", f"method.lr={lr}"])) for lr in LRS}
+    packed = {r["config"]["method"]["lr"]: r for r in execute_pack(pack_configs(run_overrides(tmp_path / "packed"), [1], LRS))}
+    for lr, single in alone.items():
+        assert packed[lr]["status"] == "success" and key_tree(packed[lr]) == key_tree(single)
+        assert packed[lr]["metrics"] == pytest.approx(single["metrics"], abs=1e-5)
+        weights = load_file(f"{packed[lr]['run_dir']}/trainable.safetensors")
+        for name, value in load_file(f"{single['run_dir']}/trainable.safetensors").items():
+            torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=0, msg=f"{lr} {name}")
