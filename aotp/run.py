@@ -261,9 +261,7 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
         print(f"Retraining {run_dir.name} (force=true); the earlier record is kept as result.json.previous until "
               f"this run succeeds", flush=True)
     run_log = RunLog(run_dir / "run.log").open()
-    base = {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
-            "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
-            "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
+    base = base_record(cfg, spec, identifier, run_dir, config)
     started = time.time()
     # The code that runs is the code imported now: the commit state is taken at the start, so edits or
     # commits made while a long run trains do not end up in its record.
@@ -294,6 +292,13 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
     note(f"Record: {record_path}")
     run_log.close()
     return record
+
+
+def base_record(cfg: DictConfig, spec, identifier: str, run_dir: Path, config: dict) -> dict[str, Any]:
+    """The identity part of a run record (success or failure)."""
+    return {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
+            "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
+            "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict):
@@ -351,6 +356,18 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     head_lr = cfg.method.get("head_lr")
     state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
                         head_lr=None if head_lr is None else float(head_lr))
+    return finish_run(cfg, spec, method, model, data, trainer, state, params, run_dir, device, warm=warm,
+                      truncation=truncation), loggers
+
+
+def finish_run(cfg, spec, method, model, data, trainer, state: dict, params: dict, run_dir: Path, device,
+               warm: dict | None = None, truncation: dict | None = None) -> dict:
+    """After training (best state restored): save the trainable state, prepare the inference form and check
+    the dev logits did not move, write predictions; returns the record's training part. Shared with packed
+    runs (:mod:`aotp.trainer.packed`), so their records have the same form."""
+    from aotp.trainer.checkpoint import save_tensors
+    from aotp.trainer.loop import evaluate, predict_scores
+
     save_tensors(method.trainable_state_dict(model), run_dir / "trainable.safetensors")
 
     # Inference form (merge / materialise): the logits on dev must not move. The scores of the restored
@@ -385,7 +402,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
         "metrics": metrics,
         "selection": {"best_step": state["best_step"], "best_main_during_training": state["best_main"],
                       "stopped_early": state["stopped_early"], "total_steps": trainer.total_steps,
-                      "steps_done": state["step"], "skipped_steps": state["skipped_steps"],
+                      "steps_done": state["step"], "skipped_steps": state.get("skipped_steps", 0),
                       "history": state["history"]},
         "params": {**params, "share": params["trainable"] / params["total"]},
         **({"init_from": warm} if warm is not None else {}),
@@ -398,7 +415,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
                     "train_examples": state["train_examples"]},
         "env": environment(device),
     }
-    return record, loggers
+    return record
 
 
 def report_truncation(data, data_cfg) -> dict[str, Any]:

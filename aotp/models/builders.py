@@ -69,14 +69,16 @@ def family_of(config) -> str:
 @BACKBONES.register("tiny")
 def build_tiny(name: str, family: str, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
                intermediate_size: int = 64, max_position_embeddings: int = 256, seed: int = 0,
-               conv_kernel_size: int = 0, **_: Any) -> Backbone:
+               conv_kernel_size: int = 0, dropout: float = 0.1, **_: Any) -> Backbone:
     """A random backbone; weights depend only on ``seed`` (and the sizes), never on global RNG state.
-    ``conv_kernel_size`` > 0 (deberta_v2 only): layer 0's convolution, as deberta-v2-xlarge has."""
+    ``conv_kernel_size`` > 0 (deberta_v2 only): layer 0's convolution, as deberta-v2-xlarge has.
+    ``dropout`` (``+model.dropout=...``; default HF's 0.1) sets the hidden and attention dropout: 0 makes
+    training deterministic given the data order (the packed-runs equivalence test needs that)."""
     tokenizer = build_tiny_tokenizer(model_max_length=max_position_embeddings - 2)
     common = dict(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=intermediate_size,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     if conv_kernel_size and family != "deberta_v2":
         raise ValueError(f"model.conv_kernel_size={conv_kernel_size}: only the deberta_v2 family has a convolution "

@@ -1,0 +1,448 @@
+"""Packed runs: K runs of one task (seeds x learning rates) trained in one process on ONE frozen backbone.
+
+    python -m aotp.trainer.packed model=tiny_bert method=aot_fc task=glue/rte data.root=../shared/data \\
+        pack.seeds=[1,2] pack.lrs=[1e-3,3e-3]
+
+Each of the K = |seeds| x |lrs| runs is the run ``python -m aotp.run <overrides> seed=S method.lr=LR``
+would train: same composed config, hence the same run id, run directory and record form; a run whose
+record already says ``success`` is skipped, so a packed sweep is resumable like single runs (and the
+checkpoints of an interrupted pack are resumed run by run).
+
+What is shared and what is not. The backbone (frozen: no gradient, no optimizer state) exists once.
+Every run keeps its own trainable parameters (task head + AoT reparametrization), AdamW state, LR
+schedule, data order (its seed's permutation per epoch), gradient clipping, evaluations, best-state
+selection, early stopping, checkpoint, metrics log and record. One training step of the pack:
+
+* the next micro-batch of every active run is collated into one batch (padded to the longest sequence
+  of the pack; padded positions are masked out of attention, so they change no real position's state);
+* one forward of the backbone; encoder layer l adds to example i the AoT bias of *its* run:
+  ``h_l[i] += P^(run(i))_l[x_i]`` -- the biases are computed run by run on the run's own rows, as
+  :class:`aotp.inference.MultiTaskModel` routes tasks at serving time;
+* run k's logits come from run k's head on its rows; the loss is ``sum_k mean-loss_k`` (each run's own
+  mean, never one mean over the pack), so ``d loss / d theta_k = d mean-loss_k / d theta_k``: one
+  backward gives every run exactly the gradient it gets alone;
+* every run then clips, steps and schedules its own optimizer.
+
+Evaluation and the inference check run per run, through the same functions as a single run, with the
+backbone's bias hooks pointed at that run. With dropout (backbone or head) > 0 the packed runs are
+statistically, not bitwise, the runs trained alone: dropout masks come from one RNG stream for the pack.
+Training time in a record is the run's share of each packed step (proportional to its examples).
+
+Which methods can be packed. The criterion is: frozen backbone, and a method whose per-example effect
+can be routed inside one forward.
+
+* AoT FC / Kronecker (implemented): the method is an input bias per (token, layer); routing is a
+  per-row choice of bias source, as in multi-task serving.
+* BitFit: not with a shared backbone as built: its trainable biases *are* backbone parameters; routing
+  would need every biased Linear/LayerNorm replaced by a per-example-bias version (``x W^T + b[run(i)]``),
+  possible but a rewrite of the backbone's modules.
+* LoRA: routable (``h = x W^T + s B_k A_k x`` per row group, a batched matmul over runs, as multi-LoRA
+  serving does), but the injected modules hold one (A, B) each; they would need a per-run bank and the
+  row partition of the current batch. Not implemented.
+* Houlsby / Pfeiffer adapters: same shape of problem as LoRA (per-run adapter bank, routed by row);
+  the ``adapters`` library's modules take one adapter per forward. Not implemented.
+* P-Tuning v2: per-run prefix keys/values differ per example; rows of different runs can be
+  concatenated along the batch (same prefix length), so it is routable once the prefix provider takes
+  the row partition. Not implemented.
+* Full fine-tuning: no (the backbone itself trains; there is nothing to share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def packable_method_names() -> list[str]:
+    """Methods whose runs can share one backbone in a packed forward (see the module docstring)."""
+    from aotp.methods.aot.method import aot_method_names
+
+    return aot_method_names()
+
+
+def pack_configs(overrides: Sequence[str], seeds: Sequence[int], lrs: Sequence[float]):
+    """The K composed run configs, seeds outer, learning rates inner; each equals the config of
+    ``python -m aotp.run <overrides> seed=S method.lr=LR``."""
+    from aotp.run import ConfigError, compose
+
+    if not seeds or not lrs:
+        raise ConfigError("pack.seeds and pack.lrs must each name at least one value")
+    configs = [compose([*overrides, f"seed={int(seed)}", f"method.lr={float(lr)!r}"])
+               for seed, lr in itertools.product(seeds, lrs)]
+    method = configs[0].method.name
+    if method not in packable_method_names():
+        raise ConfigError(f"method={method} cannot be packed (its runs do not share a frozen backbone that "
+                          f"per-example routing can serve); packable: {', '.join(packable_method_names())}")
+    if configs[0].get("data", {}).get("pair_encoding", "cross") not in (None, "cross"):
+        raise ConfigError("packed runs support data.pair_encoding=cross only")
+    return configs
+
+
+@dataclass
+class PackedRun:
+    """One run of a pack: its config, record identity, model view (shared backbone, own head and AoT
+    biases), data, optimizer and loop state."""
+
+    cfg: Any
+    config: dict
+    identifier: str
+    run_dir: Path
+    spec: Any = None
+    method: Any = None
+    model: Any = None
+    data: Any = None
+    trainer: Any = None
+    loggers: Any = None
+    params: dict = field(default_factory=dict)
+    truncation: dict = field(default_factory=dict)
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+    state: dict = field(default_factory=dict)
+    best_state: Optional[dict] = None
+    git: dict = field(default_factory=dict)
+    started: float = 0.0
+    # data cursor (as in Trainer.fit): batches of the current epoch, next batch, micro-batches since a step
+    batches: list = field(default_factory=list)
+    next_batch: int = 0
+    micro: int = 0
+    examples_since: int = 0
+    seconds_since: float = 0.0
+    done: bool = False
+
+    def start_epoch(self) -> None:
+        order = self.trainer.epoch_order(self.state["epoch"])
+        size = self.trainer.batch_size
+        self.batches = [order[i:i + size] for i in range(0, len(order), size)]
+        self.micro = 0
+
+    def checkpoint(self) -> None:
+        from aotp.trainer.checkpoint import save_checkpoint
+
+        save_checkpoint(self.trainer.checkpoint_dir, self.method.trainable_state_dict(self.model), self.best_state,
+                        {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict(), "loop": dict(self.state)})
+
+
+class PackedBiases:
+    """The bias provider of the shared backbone's hooks: the whole pack's rows (training) or one run."""
+
+    def __init__(self):
+        self.parts: list[tuple[slice, Any]] = []  # (rows of the packed batch, that run's AoTBias)
+        self.single = None                        # an AoTBias: every row belongs to this run
+
+    def __call__(self, input_ids: torch.Tensor):
+        if self.single is not None:
+            return self.single.biases(input_ids)
+        if not self.parts or self.parts[-1][0].stop != input_ids.shape[0]:
+            raise RuntimeError("packed biases: the row partition does not cover the batch")
+        # each run's (rows, T, L, d) biases from its own reparametrization: gradients reach only that run
+        return torch.cat([bias.lookup(input_ids[rows]) for rows, bias in self.parts])
+
+
+def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[PackedRun], Any, Any, PackedBiases]:
+    """Validate the K configs, skip finished runs, build one backbone and K run views on it.
+    Returns (runs to train, backbone, bias hooks, bias provider); runs is empty when all are done."""
+    from transformers import set_seed
+
+    from aotp.methods.aot.injector import BiasHooks
+    from aotp.models import TaskModel, build_backbone
+    from aotp.models.task_model import pair_encoding_of
+    from aotp.results.record import git_info, read_record, run_dir_name, run_id
+    from aotp.run import ConfigError, build_loggers, report_truncation, to_container, validate
+    from aotp.tasks import load_task_data
+    from aotp.trainer.loop import Trainer, select_device
+
+    runs = []
+    shared_keys = None
+    for cfg in configs:
+        config = to_container(cfg)
+        semantic = {k: v for k, v in config.items() if k not in ("seed", "method")}
+        method_rest = {k: v for k, v in config["method"].items() if k != "lr"}
+        if shared_keys is None:
+            shared_keys = (semantic, method_rest)
+        elif (semantic, method_rest) != shared_keys:
+            raise ConfigError("packed runs must differ only in seed and method.lr")
+        identifier = run_id(config)
+        run_dir = Path(results_root or cfg.paths.results) / run_dir_name(config, identifier)
+        previous = read_record(run_dir / "result.json")
+        if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
+            print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')})")
+            continue
+        runs.append(PackedRun(cfg=cfg, config=config, identifier=identifier, run_dir=run_dir, git=git_info(),
+                              started=time.time()))
+    if not runs:
+        return [], None, None, None
+    first = runs[0].cfg
+    if first.trainer.get("threads"):
+        torch.set_num_threads(int(first.trainer.threads))
+    device = select_device(first.trainer.device)
+    if device.type == "cuda" and first.trainer.get("tf32", True):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    for run in runs:
+        run.spec, run.method = validate(run.cfg)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+    # A run alone calls set_seed(seed) and then builds the backbone; if building consumes the global RNG
+    # (it does not for tiny models), the methods' initialisation after it would differ: we replay it.
+    set_seed(int(first.seed))
+    before = torch.random.get_rng_state()
+    backbone = build_backbone(first.model)
+    replay_build = not torch.equal(before, torch.random.get_rng_state())
+    pooler = getattr(backbone.model, "pooler", None)
+    provider = PackedBiases()
+    for run in runs:
+        cfg = run.cfg
+        set_seed(int(cfg.seed))
+        if replay_build:
+            build_backbone(cfg.model)  # advances the RNG exactly as the run alone does; the copy is dropped
+        if pooler is not None:
+            backbone.model.pooler = pooler  # TaskModel initialises BERT's head from the pooler, then drops it
+        run.loggers = build_loggers(cfg, run.run_dir, run.identifier, run.config)
+        model = TaskModel(backbone, run.spec.head, run.spec.num_labels, seed=int(cfg.seed),
+                          pair_encoding=pair_encoding_of(cfg.data))
+        run.method.apply(model)
+        model.aot.hooks.detach()  # the pack's hooks (below) route every row to its run's biases
+        run.model = model
+        run.params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                      "total": sum(p.numel() for p in model.parameters()),
+                      "expected_trainable": run.method.expected_trainable_parameters(model)}
+        run.loggers.describe({"params": {**run.params, "share": run.params["trainable"] / run.params["total"]}})
+        cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
+        run.data = load_task_data(run.spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
+                                  seed=int(cfg.seed), cache_dir=cache_dir)
+        run.truncation = report_truncation(run.data, cfg.data)  # refuses choices made identical by truncation
+        run.trainer = Trainer(cfg.trainer, model, run.method, run.data, run.run_dir, run.loggers, device, int(cfg.seed))
+    hooks = BiasHooks(provider).attach(backbone.model)
+    return runs, backbone, hooks, provider
+
+
+def packed_logits(runs: Sequence[PackedRun], batch: dict[str, torch.Tensor], sizes: Sequence[int]) -> list[torch.Tensor]:
+    """One backbone forward over the packed batch; run k's logits from its head on its rows (as
+    :meth:`TaskModel.forward` for cross-encoded inputs)."""
+    first = runs[0].model
+    input_ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+    choices = input_ids.shape[1] if first.head_type == "multiple_choice" else 1
+    if choices > 1:
+        flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731
+        input_ids, mask, types = flat(input_ids), flat(mask), flat(types)
+    states = first.encode(input_ids, mask, types)
+    logits, start = [], 0
+    for run, size in zip(runs, sizes):
+        own = run.model.head(states[start:start + size * choices])
+        start += size * choices
+        if run.model.head_type == "multiple_choice":
+            own = own.view(size, choices)
+        elif run.model.head_type == "regression":
+            own = own.squeeze(-1)
+        logits.append(own)
+    return logits
+
+
+def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
+    """Train every run of the pack to its end (steps, early stopping), as :meth:`Trainer.fit` trains one."""
+    from tqdm.auto import tqdm
+
+    from aotp.trainer.checkpoint import load_checkpoint, set_rng_state
+    from aotp.trainer.loop import autocast_context, model_inputs, move
+    from aotp.trainer.optim import build_optimizer, build_scheduler
+
+    device = runs[0].trainer.device
+    for run in runs:
+        cfg, trainer = run.cfg, run.trainer
+        run.model.to(device)
+        head_lr = cfg.method.get("head_lr")
+        run.optimizer = build_optimizer(run.model, float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
+                                        head_lr=None if head_lr is None else float(head_lr))
+        run.scheduler = build_scheduler(run.optimizer, trainer.total_steps, float(cfg.trainer.warmup_ratio),
+                                        cfg.trainer.get("warmup_steps"))
+        run.scaler = torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16")
+        run.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None,
+                     "best_metrics": None, "bad_evals": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0,
+                     "train_examples": 0, "stopped_early": False, "skipped_steps": 0}
+        resumed = load_checkpoint(trainer.checkpoint_dir)
+        if resumed is not None:
+            run.method.load_trainable_state_dict(run.model, {k: v.to(device) for k, v in resumed["trainable"].items()})
+            run.optimizer.load_state_dict(resumed["optimizer"])
+            run.scheduler.load_state_dict(resumed["scheduler"])
+            run.scaler.load_state_dict(resumed["scaler"])
+            run.state.update(resumed["loop"])
+            run.best_state = resumed["best"]
+            set_rng_state(resumed["rng"])  # one RNG for the pack: the last resumed run's (matters with dropout only)
+            print(f"Resuming {run.run_dir.name} from checkpoint at step {run.state['step']}/{trainer.total_steps}")
+        run.loggers.start_at(run.state["step"])  # events of an earlier attempt after this step are logged again
+        run.done = run.state["step"] >= trainer.total_steps or run.state["stopped_early"]
+        run.start_epoch()
+        run.next_batch = run.state["batch_in_epoch"]
+    first_cfg = runs[0].cfg.trainer
+    precision, collator = first_cfg.precision, runs[0].trainer.collator
+    progress = tqdm(total=sum(r.trainer.total_steps for r in runs), initial=sum(r.state["step"] for r in runs),
+                    desc=f"packed x{len(runs)}", disable=not first_cfg.get("progress", True), dynamic_ncols=True)
+    while True:
+        active = []
+        for run in runs:
+            if not run.done and run.next_batch >= len(run.batches):  # the epoch is over: the next one
+                run.state["epoch"] += 1
+                run.state["batch_in_epoch"] = 0
+                run.next_batch = 0
+                run.start_epoch()
+            if not run.done:
+                active.append(run)
+        if not active:
+            break
+        tick = time.perf_counter()
+        features, sizes, parts, start = [], [], [], 0
+        for run in active:
+            run.model.train()
+            indices = run.batches[run.next_batch]
+            features.extend(run.trainer.train_split.features[i] for i in indices)
+            sizes.append(len(indices))
+            rows = len(indices) * (len(features[0]["input_ids"]) if isinstance(features[0]["input_ids"][0], list) else 1)
+            parts.append((slice(start, start + rows), run.model.aot))
+            start += rows
+        batch = move(collator(features), device)
+        provider.parts, provider.single = parts, None
+        with autocast_context(device, precision):
+            logits = packed_logits(active, model_inputs(batch), sizes)
+        losses, offset, total = [], 0, 0.0
+        for run, own_logits, size in zip(active, logits, sizes):
+            loss = run.model.loss(own_logits, batch["labels"][offset:offset + size]) / run.trainer.accumulation
+            offset += size
+            losses.append(loss)
+            total = total + run.scaler.scale(loss)  # each run's own mean: its gradient is its own
+        total.backward()
+        provider.parts = []
+        elapsed = time.perf_counter() - tick
+        for run, loss, size in zip(active, losses, sizes):
+            run.micro += 1
+            run.examples_since += size
+            run.seconds_since += elapsed * size / sum(sizes)  # the run's share of the packed step
+            batch_index = run.next_batch
+            run.next_batch += 1
+            last_in_epoch = batch_index == len(run.batches) - 1
+            if run.micro % run.trainer.accumulation and not last_in_epoch:
+                continue
+            step_tick = time.perf_counter()
+            if run.cfg.trainer.get("max_grad_norm"):
+                run.scaler.unscale_(run.optimizer)
+                trainable = [p for p in run.model.parameters() if p.requires_grad]
+                torch.nn.utils.clip_grad_norm_(trainable, float(run.cfg.trainer.max_grad_norm))
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            state = run.state
+            state["step"] += 1
+            state["batch_in_epoch"] = batch_index + 1
+            state["train_seconds"] += run.seconds_since + time.perf_counter() - step_tick
+            state["train_examples"] += run.examples_since
+            run.examples_since, run.seconds_since = 0, 0.0
+            progress.update(1)
+            if state["step"] % run.trainer.log_every == 0:
+                run.loggers.log("train", state["step"], {"loss": loss.item() * run.trainer.accumulation,
+                                                         "lr": run.scheduler.get_last_lr()[0], "epoch": state["epoch"]})
+            finished = state["step"] >= run.trainer.total_steps
+            if state["step"] % run.trainer.eval_every == 0 or finished:
+                provider.single = run.model.aot
+                run.best_state = run.trainer._evaluate_and_select(state, run.best_state)
+                provider.single = None
+                run.checkpoint()
+            elif run.trainer.checkpoint_every and state["step"] % run.trainer.checkpoint_every == 0:
+                run.checkpoint()
+            run.done = finished or state["stopped_early"]
+    progress.close()
+    for run in runs:
+        if run.best_state is not None:
+            run.method.load_trainable_state_dict(run.model, {k: v.to(device) for k, v in run.best_state.items()})
+
+
+def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Train the K runs of ``configs`` packed; write each run's record (``success`` or ``failed``) exactly
+    as :func:`aotp.run.execute` would. Returns the records of the runs trained now (finished ones skipped)."""
+    import shutil
+
+    from aotp.results.record import environment, write_json_atomic
+    from aotp.run import base_record, finish_run
+
+    runs, _, _, provider = build_pack(configs, results_root)
+    records = []
+    if not runs:  # every run of the pack already succeeded
+        return records
+    try:
+        fit_pack(runs, provider)
+    except Exception as error:  # noqa: BLE001 - the whole pack failed: every run gets a failed record
+        for run in runs:
+            record = {**base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config), "status": "failed",
+                      "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(),
+                      "wall_seconds": time.time() - run.started, "env": environment(git=run.git)}
+            write_json_atomic(run.run_dir / "result.json", record)
+            run.loggers.finish(record)
+        raise
+    for run in runs:  # inference form, check and record, one run at a time (hooks pointed at the run)
+        provider.single = run.model.aot
+        base = base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
+        try:
+            part = finish_run(run.cfg, run.spec, run.method, run.model, run.data, run.trainer, run.state, run.params,
+                              run.run_dir, run.trainer.device, truncation=run.truncation)
+            record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
+                      "wall_seconds": time.time() - run.started}
+            (run.run_dir / "checkpoint").exists() and shutil.rmtree(run.run_dir / "checkpoint")
+        except Exception as error:  # noqa: BLE001 - this run failed; the others still get their records
+            record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                      "traceback": traceback.format_exc(), "wall_seconds": time.time() - run.started,
+                      "env": environment(git=run.git)}
+        write_json_atomic(run.run_dir / "result.json", record)
+        run.loggers.finish(record)
+        if record["status"] == "success":
+            print(f"{run.spec.full_name} seed={run.cfg.seed} lr={run.cfg.method.lr}: dev main={record['metrics']['main']:.4f}"
+                  f" | record: {run.run_dir / 'result.json'}")
+        records.append(record)
+    return records
+
+
+def split_pack_arguments(arguments: Sequence[str]) -> tuple[list[str], list[int], list[float]]:
+    """``pack.seeds=[1,2] pack.lrs=[1e-3,3e-3]`` out of a list of Hydra overrides."""
+    parser = argparse.ArgumentParser(prog="python -m aotp.trainer.packed")
+    seeds, lrs, overrides = None, None, []
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key in ("pack.seeds", "pack.lrs"):
+            values = [v for v in value.strip("[]").split(",") if v.strip()]
+            try:
+                parsed = [int(v) for v in values] if key == "pack.seeds" else [float(v) for v in values]
+            except ValueError:
+                parser.error(f"{key}={value!r}: expected a list such as {key}=[1,2]")
+            seeds, lrs = (parsed, lrs) if key == "pack.seeds" else (seeds, parsed)
+        else:
+            overrides.append(argument)
+    if seeds is None or lrs is None:
+        parser.error("name the pack: pack.seeds=[S1,S2,...] pack.lrs=[LR1,LR2,...] (K = |seeds| x |lrs| runs)")
+    return overrides, seeds, lrs
+
+
+def main(arguments: Optional[Sequence[str]] = None) -> int:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    overrides, seeds, lrs = split_pack_arguments(sys.argv[1:] if arguments is None else arguments)
+    from aotp.run import ConfigError
+
+    try:
+        records = execute_pack(pack_configs(overrides, seeds, lrs))
+    except ConfigError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    return 0 if all(r["status"] == "success" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

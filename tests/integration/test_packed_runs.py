@@ -1,0 +1,180 @@
+"""Packed runs (aotp.trainer.packed): K AoT runs on one backbone equal the K runs trained alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import make_tiny_task_model
+from tests.helpers import FIXTURE_DATA, compose
+
+SEEDS, LRS = [1, 2], [1e-3, 3e-3]
+
+
+def overrides(method: str, results) -> list[str]:
+    # RTE fixture: 10 training examples in batches of 4 (4, 4, 2): 6 steps cross two epoch boundaries
+    # and include a short last batch, whose rows get padded to the pack's longest sequence.
+    return [f"method={method}", "model=tiny_bert", "+model.dropout=0.0", "method.options.rank=8", "task=glue/rte",
+            f"data.root={FIXTURE_DATA}", "data.max_length=64", "trainer.batch_size=4", "trainer.max_steps=6",
+            "trainer.eval_every=2", "trainer.warmup_steps=1", "trainer.progress=false", "logger=jsonl",
+            f"paths.results={results / 'runs'}", f"paths.cache={results / 'cache'}"]
+
+
+def key_tree(value):
+    """The record's form: its nested keys and value types (lists by their first entry), not its values."""
+    if isinstance(value, dict):
+        return {k: key_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [key_tree(value[0])] if value else []
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("method,accumulation", [("aot_fc", 1), ("aot_kron", 2)])
+def test_packed_runs_equal_runs_trained_alone(method, accumulation, tmp_path):
+    from aotp.run import execute
+    from aotp.trainer.packed import execute_pack, pack_configs
+
+    def run_overrides(results):
+        return overrides(method, results) + [f"trainer.gradient_accumulation_steps={accumulation}"]
+
+    alone = {}
+    for seed in SEEDS:
+        for lr in LRS:
+            record = execute(compose(run_overrides(tmp_path / "alone") + [f"seed={seed}", f"method.lr={lr}"]))
+            alone[seed, lr] = record
+    packed_records = execute_pack(pack_configs(run_overrides(tmp_path / "packed"), SEEDS, LRS))
+    assert len(packed_records) == 4 and all(r["status"] == "success" for r in packed_records)
+    packed = {(r["seed"], r["config"]["method"]["lr"]): r for r in packed_records}
+    assert set(packed) == set(alone)
+    for key, single in alone.items():
+        record = packed[key]
+        assert record["run_id"] == single["run_id"]  # the same run: same semantic config
+        assert key_tree(record) == key_tree(single)
+        assert record["selection"]["steps_done"] == 6 and len(record["selection"]["history"]) == 3
+        for name, value in single["metrics"].items():
+            assert record["metrics"][name] == pytest.approx(value, abs=1e-5), (key, name)
+        for got, want in zip(record["selection"]["history"], single["selection"]["history"]):
+            assert got["step"] == want["step"] and got["main"] == pytest.approx(want["main"], abs=1e-5)
+        assert record["params"] == single["params"]
+        weights = load_file(f"{record['run_dir']}/trainable.safetensors")
+        reference = load_file(f"{single['run_dir']}/trainable.safetensors")
+        assert set(weights) == set(reference) and any(k.startswith("aot.") for k in weights)
+        for name in reference:
+            torch.testing.assert_close(weights[name], reference[name], atol=1e-5, rtol=0, msg=f"{key} {name}")
+    # the four runs really differ (seeds and learning rates act), so equality above is not vacuous
+    finals = [load_file(f"{r['run_dir']}/trainable.safetensors")["aot.reparam.up.weight" if method == "aot_fc"
+                                                                   else "aot.reparam.proj.weight"] for r in packed_records]
+    assert all(f.abs().max() > 0 for f in finals)
+    assert all(not torch.equal(finals[i], finals[j]) for i in range(4) for j in range(i + 1, 4))
+
+    # resumable like single runs: a finished pack is skipped run by run
+    assert execute_pack(pack_configs(run_overrides(tmp_path / "packed"), SEEDS, LRS)) == []
+    written = [json.loads(p.read_text()) for p in (tmp_path / "packed" / "runs").glob("*/result.json")]
+    assert sorted(r["run_id"] for r in written) == sorted(r["run_id"] for r in packed_records)
+
+
+def test_padding_to_the_pack_length_leaves_logits_unchanged():
+    """The pack pads every run's rows to the longest sequence of the pack: masked positions must not move
+    the logits of the real ones (AoT biases are added to padded positions too)."""
+    from aotp.methods import METHODS
+
+    model = make_tiny_task_model("bert", dropout=0.0)
+    METHODS.get("aot_fc")(rank=4).apply(model)
+    with torch.no_grad():
+        model.aot.reparam.up.weight.normal_(0.0, 0.5)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 100, (3, 9), generator=generator)
+    mask = torch.ones_like(input_ids)
+    mask[1, 6:] = 0
+    short = model(input_ids=input_ids, attention_mask=mask)
+    padded_ids = torch.cat([input_ids, torch.zeros(3, 7, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(3, 7, dtype=torch.long)], dim=1)
+    long = model(input_ids=padded_ids, attention_mask=padded_mask)
+    assert (short - long).abs().max() <= 1e-6
+
+
+def test_a_method_that_trains_the_backbone_cannot_be_packed(tmp_path):
+    from aotp.run import ConfigError
+    from aotp.trainer.packed import pack_configs
+
+    with pytest.raises(ConfigError, match="method=full_ft cannot be packed.*packable: aot_fc, aot_kron"):
+        pack_configs(["method=full_ft", "model=tiny_bert", "task=glue/rte"], SEEDS, LRS)
+
+
+@pytest.mark.slow  # ~70 s here: an in-process reference pack and two CLI processes (startup ~15 s each)
+def test_packed_cli_killed_then_resumed_ends_with_the_same_records(tmp_path):
+    """``python -m aotp.trainer.packed`` killed (-9) after its first checkpoints, then run again, ends with
+    the records and weights of an uninterrupted pack (each run resumes from its own checkpoint)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aotp.trainer.packed import execute_pack, pack_configs
+    from tests.helpers import REPO_ROOT, run_cli
+
+    def arguments(results):
+        longer = [a for a in overrides("aot_fc", results) if not a.startswith(("trainer.max_steps", "trainer.eval_every"))]
+        return longer + ["trainer.max_steps=30", "trainer.eval_every=10", "trainer.checkpoint_every=2"]
+
+    reference = {(r["seed"], r["config"]["method"]["lr"]): r
+                 for r in execute_pack(pack_configs(arguments(tmp_path / "reference"), SEEDS, LRS))}
+    pack = ["pack.seeds=[1,2]", "pack.lrs=[0.001,0.003]"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    resumed_root = tmp_path / "resumed"
+    process = subprocess.Popen([sys.executable, "-m", "aotp.trainer.packed", *arguments(resumed_root), *pack],
+                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while (time.time() < deadline and process.poll() is None
+           and not list((resumed_root / "runs").glob("*/checkpoint/state.pt"))):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list((resumed_root / "runs").glob("*/result.json")), "the pack finished before it could be killed"
+    again = run_cli([*arguments(resumed_root), *pack], module="aotp.trainer.packed")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming" in again.stdout
+    records = [json.loads(p.read_text()) for p in (resumed_root / "runs").glob("*/result.json")]
+    assert len(records) == 4
+    for record in records:
+        want = reference[record["seed"], record["config"]["method"]["lr"]]
+        assert record["status"] == "success" and record["run_id"] == want["run_id"]
+        assert record["selection"]["steps_done"] == 30
+        assert record["metrics"] == pytest.approx(want["metrics"], abs=1e-5)
+        weights = load_file(f"{record['run_dir']}/trainable.safetensors")
+        for name, value in load_file(f"{want['run_dir']}/trainable.safetensors").items():
+            torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_pack_arguments_are_parsed_and_required():
+    from aotp.trainer.packed import split_pack_arguments
+
+    assert split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]", "pack.lrs=[1e-3,3e-3]"]) == (
+        ["model=tiny_bert"], [1, 2], [1e-3, 3e-3])
+    with pytest.raises(SystemExit):
+        split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]"])
+    with pytest.raises(SystemExit):
+        split_pack_arguments(["pack.seeds=[a]", "pack.lrs=[1e-3]"])
+
+
+@pytest.mark.parametrize("task", ["glue/stsb", "superglue/copa"])  # regression; multiple choice (rows x choices)
+def test_packed_regression_and_multiple_choice_runs_equal_runs_alone(task, tmp_path):
+    from aotp.run import execute
+    from aotp.trainer.packed import execute_pack, pack_configs
+
+    def run_overrides(results):
+        return [o for o in overrides("aot_fc", results) if not o.startswith("task=")] + [f"task={task}"]
+
+    alone = {lr: execute(compose(run_overrides(tmp_path / "alone") + ["seed=1", f"method.lr={lr}"])) for lr in LRS}
+    packed = {r["config"]["method"]["lr"]: r for r in execute_pack(pack_configs(run_overrides(tmp_path / "packed"), [1], LRS))}
+    for lr, single in alone.items():
+        assert packed[lr]["status"] == "success" and key_tree(packed[lr]) == key_tree(single)
+        assert packed[lr]["metrics"] == pytest.approx(single["metrics"], abs=1e-5)
+        weights = load_file(f"{packed[lr]['run_dir']}/trainable.safetensors")
+        for name, value in load_file(f"{single['run_dir']}/trainable.safetensors").items():
+            torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=0, msg=f"{lr} {name}")
