@@ -204,14 +204,24 @@ def test_roberta_positions_hold_512_tokens_and_not_513(name, backbones):
 
 
 def run(standin_hub, tmp_path_factory, model: str, method: str, task: str, steps: int = 3) -> dict:
+    """One run as ``python -m aotp.run`` makes it. A recipe that warm-starts from another task's run
+    (LoRA on RoBERTa: RTE from MNLI, ``method.init_from=task:glue/mnli``) gets that run trained first."""
     from aotp.run import execute
 
     base = tmp_path_factory.getbasetemp() / "standin_runs"
-    cfg = compose([f"model={model}", f"method={method}", f"task={task}", f"trainer.max_steps={steps}",
-                   f"data.root={FIXTURE_DATA}", f"paths.results={base / 'runs'}", f"paths.cache={base / 'cache'}",
-                   "trainer.progress=false", "logger=jsonl", "trainer.eval_batch_size=16",
-                   f"trainer.eval_every={steps}"])  # one evaluation (and checkpoint), at the end
-    return execute(cfg)
+    overrides = [f"model={model}", f"method={method}", f"trainer.max_steps={steps}",
+                 f"data.root={FIXTURE_DATA}", f"paths.results={base / 'runs'}", f"paths.cache={base / 'cache'}",
+                 "trainer.progress=false", "logger=jsonl", "trainer.eval_batch_size=16",
+                 f"trainer.eval_every={steps}"]  # one evaluation (and checkpoint), at the end
+    cfg = compose([*overrides, f"task={task}"])
+    source = cfg.method.get("init_from")
+    if source:
+        assert source.startswith("task:"), source
+        execute(compose([*overrides, f"task={source.removeprefix('task:')}"]), [*overrides])
+    record = execute(cfg, [*overrides, f"task={task}"])
+    if source:
+        assert record["init_from"]["task"] == source.removeprefix("task:")
+    return record
 
 
 def assert_trained(record: dict, model: str, method: str, steps: int = 3) -> None:
