@@ -212,7 +212,8 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     if before is None:
         before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device)
     tick = time.perf_counter()
-    inference_facts = method.prepare_for_inference(model, run_dir / "inference") or {}
+    inference_facts = method.prepare_for_inference(model, run_dir / "inference",
+                                                   token_ids=eval_token_ids(data, spec.eval_splits, trainer.collator.pad_token_id)) or {}
     prepare_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device)  # with the inference form
@@ -239,6 +240,22 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
         "env": environment(device),
     }
     return record, loggers
+
+
+def eval_token_ids(data, splits, pad_token_id: int) -> "torch.Tensor":
+    """Every token id of the eval splits' features (multiple choice: of every choice) and the padding
+    id the collator fills batches with, once each: all the inference form is given after
+    ``prepare_for_inference`` (AoT materialises just their rows)."""
+    import numpy as np
+    import torch
+
+    ids: set[int] = {int(pad_token_id)}
+    for split in splits:
+        for feature in data[split].features:
+            sequences = feature["input_ids"]
+            for sequence in (sequences if sequences and isinstance(sequences[0], list) else [sequences]):
+                ids.update(sequence)
+    return torch.from_numpy(np.fromiter(sorted(ids), dtype=np.int64, count=len(ids)))
 
 
 def write_predictions(run_dir: Path, spec, data, scores) -> None:

@@ -29,6 +29,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=None,
                         help="truncate token sequences to this length (default: each task spec's max_length, else 512)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--table-dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                        help="dtype of each task's |V| x L x d table in memory, materialised from the run's saved "
+                             "reparametrization (default: the run's method.options.table_dtype)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser.parse_args(argv)
 
@@ -56,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = MultiTaskModel.from_runs(args.runs, names=args.names, device=args.device)
+    model = MultiTaskModel.from_runs(args.runs, names=args.names, device=args.device, table_dtype=args.table_dtype)
     source = "<stdin>" if args.input == "-" else args.input
     in_handle = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     out_handle = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
