@@ -171,6 +171,20 @@ def expand_runs(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
     return expanded
 
 
+def activation_bytes(rows: int, length: int, hidden: int, intermediate: int, heads: int, layers: int,
+                     precision_bytes: int, disentangled: bool = False) -> int:
+    """Activations an encoder keeps for backward (Korthikanti et al. 2022, generalised to p and f):
+    ``L (B S d (8p + 2) + 2p B S f + (2p + 1) a S^2 B [+ 2p a S^2 B for DeBERTa's two relative score
+    maps]) + p B S d`` (the embeddings' output). Per layer: the inputs of the QKV, output and two MLP
+    projections, Q and K, V, the two LayerNorm inputs (p B S d each: 8p), the two dropout masks
+    (1 byte per value: 2), the GELU's input and output (p B S f each), the attention probabilities
+    and their dropped-out copy (p a S^2 B each) and that dropout's mask (a S^2 B)."""
+    B, S, d, f, a, L, p = rows, length, hidden, intermediate, heads, layers, precision_bytes
+    per_layer = B * S * d * (8 * p + 2) + 2 * p * B * S * f + (2 * p + 1) * a * S * S * B \
+        + (2 * p * a * S * S * B if disentangled else 0)
+    return L * per_layer + p * B * S * d
+
+
 def _examples(spec, split: str, limit) -> Optional[int]:
     size = spec.official_sizes.get(split)
     if size is None:
@@ -220,9 +234,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
 
     weights = 4 * n + (2 * n if p == 2 else 0)
     gradients, optimizer = 4 * t, 8 * t
-    per_layer = B * S * d * (8 * p + 2) + 2 * p * B * S * f + (2 * p + 1) * a * S * S * B \
-        + (2 * p * a * S * S * B if deberta else 0)
-    activations = L * per_layer + p * B * S * d
+    activations = activation_bytes(B, S, d, f, a, L, p, deberta)
     aot_biases = 2 * p * B * S * L * d if is_aot else 0
     training = weights + gradients + optimizer + activations + aot_biases
     evaluation = weights + p * B_eval * S * (4 * d + f) + 2 * p * a * S * S * B_eval * (2 if deberta else 1) + table_bytes
@@ -337,9 +349,9 @@ def check_disk(result: dict[str, Any], results: Path) -> Optional[str]:
     free = free_bytes(results)
     if free >= result["need"]:
         return None
-    return (f"Refusing to start: the sweep needs {human(result['need'])} on the disk of {results} "
+    return (f"Refusing to start: the sweep needs {human(result['need'])} ({result['need']:,} B) on the disk of {results} "
             f"({result['remaining_runs']} runs to do: kept files {human(result['kept_remaining'])} + {result['jobs']} "
             f"job(s) x checkpoint peak {human(result['checkpoint_peak'])}"
             + (f" + tokenisation cache {human(result['token_cache'])}" if result["token_cache_counted"] else "")
-            + f"), but only {human(free)} is free. Free space, narrow the sweep (ARGS=\"task=... seed=...\"), point "
+            + f"), but only {human(free)} ({free:,} B) is free. Free space, narrow the sweep (ARGS=\"task=... seed=...\"), point "
               f"RESULTS= at a larger disk, or skip this check with DISK_CHECK=0.")
