@@ -52,6 +52,7 @@ CPU run the GPU figures are host memory too.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -111,7 +112,11 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
     if key in _COUNTS:
         return _COUNTS[key]
     architecture = dict(cfg.model.get("architecture") or {})
-    with torch.device("meta"):
+    if not architecture and cfg.model.source == "hub":
+        raise ValueError(f"model={cfg.model.name}: a hub model needs `architecture:` (its config.json shapes) in "
+                         f"configs/model/{cfg.model.name}.yaml for a budget without downloading it")
+    # Hub models: shapes only, on the meta device. Package and tiny models are small and local: built as is.
+    with torch.device("meta") if architecture else contextlib.nullcontext():
         if architecture:
             from transformers import AutoModel
 
@@ -119,9 +124,6 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
             backbone = Backbone(model=AutoModel.from_config(ARCHITECTURE_CONFIGS[family](**architecture)),
                                 tokenizer=None, family=family, name=str(cfg.model.name))
             source = "model.architecture"
-        elif cfg.model.source == "hub":
-            raise ValueError(f"model={cfg.model.name}: a hub model needs `architecture:` (its config.json shapes) in "
-                             f"configs/model/{cfg.model.name}.yaml for a budget without downloading it")
         else:
             backbone = build_backbone(cfg.model)
             source = "built"

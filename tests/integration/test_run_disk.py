@@ -8,6 +8,9 @@ import json
 import pytest
 import torch
 
+from omegaconf import OmegaConf
+
+from aotp.budget import run_budget
 from tests.helpers import FIXTURE_DATA, run_cli
 
 # MiniLM (the offline pretrained BERT) has a real vocabulary: its fp32 table is
@@ -36,6 +39,13 @@ def test_aot_runs_keep_reparametrizations_and_serve_a_mixed_batch_as_per_task(tm
         assert 0 < facts["table_bytes_in_memory"] < facts["table_bytes"] / 4
         assert not list(run_dir.rglob("aot_table.safetensors")) and not (run_dir / "checkpoint").exists()
         assert dir_bytes(run_dir) < 0.05 * facts["table_bytes"], (run_dir, dir_bytes(run_dir))
+        # aotp.budget's formulas against the files: weights to the byte (+ the safetensors header), the
+        # whole run dir within its "kept" figure.
+        budget = run_budget(OmegaConf.create(record["config"]))["disk"]
+        weights = (run_dir / "trainable.safetensors").stat().st_size
+        pack = sum((run_dir / "inference" / name).stat().st_size for name in ("aot_reparam.safetensors", "head.safetensors"))
+        assert 0 < weights - budget["trainable_weights"] < 20_000 and 0 < pack - budget["inference_pack"] < 20_000
+        assert dir_bytes(run_dir) <= budget["kept"]
 
     from aotp.inference import MultiTaskModel
     from aotp.inference.model import _read_run
