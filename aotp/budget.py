@@ -15,7 +15,8 @@ and the resident memory of a process that has imported torch, transformers and a
 Disk, per run (``paths.results/<run>/``):
 
 * kept after success: ``trainable.safetensors`` = 4 T bytes (fp32; full fine-tuning: the whole
-  model) + records (``result.json`` RECORD_BASE + RECORD_PER_EVAL per evaluation, ``metrics.jsonl``
+  model; deleted with ``trainer.keep_weights=false``, kept by default for ``aotp.evaluate`` /
+  ``aotp.predict``) + records (``result.json`` RECORD_BASE + RECORD_PER_EVAL per evaluation, ``metrics.jsonl``
   RECORD_PER_LOG_LINE per log line, ``predictions/`` RECORD_PER_PREDICTION per dev example) + AoT's
   ``inference/`` pack: 4 R (reparametrization) + 4 H (head), and with ``save_table=true`` the table
   |V| L d b (b = 4/2/2 bytes for fp32/fp16/bf16);
@@ -231,7 +232,8 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
         + RECORD_PER_LOG_LINE * ((math.ceil(steps / int(trainer.log_every)) if steps else 0) + (evaluations or 0)) \
         + RECORD_PER_PREDICTION * (eval_examples or 0)
     pack = (4 * counts.reparam + 4 * counts.head + (table_bytes if options.get("save_table") else 0)) if is_aot else 0
-    kept = 4 * t + records + pack
+    weights_kept = 4 * t if trainer.get("keep_weights", True) else 0
+    kept = weights_kept + records + pack
     checkpoint_peak = 2 * 16 * t
 
     weights = 4 * n + (2 * n if p == 2 else 0)
@@ -245,7 +247,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
     return {"task": spec.full_name, "model": str(cfg.model.name), "method": str(cfg.method.name), "seed": int(cfg.seed),
             "counts": asdict(counts), "precision": str(trainer.precision), "batch_rows": B, "max_length": S,
             "train_examples": n_train, "eval_examples": eval_examples, "steps": steps, "evaluations": evaluations,
-            "disk": {"kept": kept, "trainable_weights": 4 * t, "records": records, "inference_pack": pack,
+            "disk": {"kept": kept, "trainable_weights": weights_kept, "records": records, "inference_pack": pack,
                      "table_if_saved": table_bytes, "checkpoint_peak": checkpoint_peak},
             "gpu": {"weights": weights, "gradients": gradients, "optimizer": optimizer, "activations": activations,
                     "aot_biases": aot_biases, "training": training, "evaluation": evaluation,

@@ -135,7 +135,10 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config)
         record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
                   "wall_seconds": time.time() - started}
-        (run_dir / "checkpoint").exists() and shutil.rmtree(run_dir / "checkpoint")
+        (run_dir / "checkpoint").exists() and shutil.rmtree(run_dir / "checkpoint")  # 16 x trainable bytes
+        if not cfg.trainer.get("keep_weights", True):
+            (run_dir / "trainable.safetensors").unlink(missing_ok=True)
+            record["trainable_weights"] = "deleted after success (trainer.keep_weights=false)"
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                   "traceback": traceback.format_exc(), "wall_seconds": time.time() - started,

@@ -27,7 +27,7 @@ NON_SEMANTIC = {
     "experiment_name": None,
     "hydra": None,
     # how a run is executed, not what it computes (thread count and device only reorder float sums)
-    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
+    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size", "keep_weights"},
     "data": {"root", "cache"},
 }
 # Method options that say which outputs a run keeps, not what it computes (an AoT run's table file).

@@ -74,3 +74,19 @@ def test_aot_runs_keep_reparametrizations_and_serve_a_mixed_batch_as_per_task(tm
         recorded = [json.loads(line)["prediction"] for line in (run_dir / "predictions" / "validation.jsonl").open()]
         served = single.predict([{**example, "task": name} for example in dev])
         assert [spec.label_names.index(p["prediction"]) for p in served] == recorded and len(recorded) == len(dev) > 0
+
+
+def test_keep_weights_false_deletes_the_trained_weights_after_success_only(tmp_path):
+    args = ["model=tiny_bert", "method=full_ft", "task=glue/rte", f"data.root={FIXTURE_DATA}", "trainer.max_steps=2",
+            "trainer.progress=false", "data.max_length=64", f"paths.cache={tmp_path / 'cache'}"]
+    kept = run_cli([*args, f"paths.results={tmp_path / 'kept'}"])
+    dropped = run_cli([*args, f"paths.results={tmp_path / 'dropped'}", "trainer.keep_weights=false"])
+    assert kept.returncode == 0 and dropped.returncode == 0, dropped.stderr[-2000:]
+    (kept_dir,) = [p.parent for p in (tmp_path / "kept").glob("*/result.json")]
+    (dropped_dir,) = [p.parent for p in (tmp_path / "dropped").glob("*/result.json")]
+    assert kept_dir.name == dropped_dir.name  # the option is not part of the run id
+    record = json.loads((dropped_dir / "result.json").read_text())
+    assert record["status"] == "success" and record["trainable_weights"].startswith("deleted after success")
+    assert (kept_dir / "trainable.safetensors").is_file() and not (dropped_dir / "trainable.safetensors").exists()
+    budget = run_budget(OmegaConf.create(record["config"]))["disk"]
+    assert budget["trainable_weights"] == 0 and dir_bytes(dropped_dir) <= budget["kept"]
