@@ -37,12 +37,12 @@ width d, intermediate f, a heads:
 * gradients 4 T; AdamW states 8 T;
 * activations kept for backward (Korthikanti et al. 2022, "Reducing Activation Recomputation in
   Large Transformer Models", per layer, generalised to p and f): ``B S d (8p + 2) + 2p B S f +
-  (2p + 1) a S^2 B`` (at p = 2, f = 4d: their ``S B d (34 + 5 a S / d)``), DeBERTa's
-  disentangled attention adds its two relative score maps, ``+ 2p a S^2 B``; times L, plus the
-  embeddings' output p B S d;
+  (2p + 1) a S^2 B`` (at p = 2, f = 4d: their ``S B d (34 + 5 a S / d)``); DeBERTa's
+  disentangled attention adds ``2p B R (a S + d)`` for R relative positions (v3: 512); times L,
+  plus the embeddings' output p B S d (:func:`activation_bytes`);
 * AoT: the batch's biases (B, S, L, d) and their gradient, ``2p B S L d``;
 * evaluation (no graph kept) at batch B_e: weights + one layer's working set ``p B_e S (4d + f) +
-  2p a S^2 B_e`` (DeBERTa x2 on the scores), and for AoT the rows of the dev tokens held for the
+  2p a S^2 B_e + 2p B_e a S R``, and for AoT the rows of the dev tokens held for the
   inference check, at most |V| L d b;
 
 peak = max(training, evaluation). Host RAM: PROCESS_BASE_BYTES + loading the checkpoint (its state
@@ -93,6 +93,7 @@ class Counts:
     intermediate_size: int
     num_heads: int
     family: str
+    relative_positions: int  # R of DeBERTa's disentangled attention (0 otherwise)
     source: str         # "model.architecture" or "built" (package / tiny models)
 
 
@@ -142,7 +143,7 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
                     vocab_size=model.backbone.get_input_embeddings().weight.shape[0],
                     num_layers=int(config.num_hidden_layers), hidden_size=int(config.hidden_size),
                     intermediate_size=int(config.intermediate_size), num_heads=int(config.num_attention_heads),
-                    family=backbone.family, source=source)
+                    family=backbone.family, relative_positions=relative_positions(config), source=source)
     _COUNTS[key] = counts
     return counts
 
@@ -174,17 +175,38 @@ def expand_runs(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
     return expanded
 
 
+def relative_positions(config) -> int:
+    """R: relative positions a DeBERTa layer scores every query against (0 without disentangled
+    attention): 2 x the attention span, the span being ``position_buckets`` (DeBERTa-v3: 256) or else
+    ``max_relative_positions`` (-1: ``max_position_embeddings``)."""
+    if not getattr(config, "relative_attention", False):
+        return 0
+    span = int(getattr(config, "position_buckets", -1) or -1)
+    if span < 1:
+        span = int(getattr(config, "max_relative_positions", -1) or -1)
+    if span < 1:
+        span = int(config.max_position_embeddings)
+    return 2 * span
+
+
 def activation_bytes(rows: int, length: int, hidden: int, intermediate: int, heads: int, layers: int,
-                     precision_bytes: int, disentangled: bool = False) -> int:
+                     precision_bytes: int, relative: int = 0) -> int:
     """Activations an encoder keeps for backward (Korthikanti et al. 2022, generalised to p and f):
-    ``L (B S d (8p + 2) + 2p B S f + (2p + 1) a S^2 B [+ 2p a S^2 B for DeBERTa's two relative score
-    maps]) + p B S d`` (the embeddings' output). Per layer: the inputs of the QKV, output and two MLP
-    projections, Q and K, V, the two LayerNorm inputs (p B S d each: 8p), the two dropout masks
-    (1 byte per value: 2), the GELU's input and output (p B S f each), the attention probabilities
-    and their dropped-out copy (p a S^2 B each) and that dropout's mask (a S^2 B)."""
-    B, S, d, f, a, L, p = rows, length, hidden, intermediate, heads, layers, precision_bytes
-    per_layer = B * S * d * (8 * p + 2) + 2 * p * B * S * f + (2 * p + 1) * a * S * S * B \
-        + (2 * p * a * S * S * B if disentangled else 0)
+    ``L (B S d (8p + 2) + 2p B S f + (2p + 1) a S^2 B + 2p B R (a S + d)) + p B S d``.
+
+    Per layer: the inputs of the QKV, output and first MLP projections, Q, K and V, the two LayerNorm
+    inputs (p B S d each: 8p), two dropout masks (1 byte per value on CUDA: 2), the GELU's input and
+    output (p B S f each), the attention probabilities and their dropped-out copy (p a S^2 B each) and
+    that dropout's mask (a S^2 B); DeBERTa's disentangled attention adds its content-to-position and
+    position-to-content scores against R relative positions (p B a S R each) and the projected
+    relative embeddings (p B d R each; R from :func:`relative_positions`). Plus the embeddings' output
+    p B S d. Memory-efficient attention kernels (PyTorch SDPA on CUDA, used by BERT/RoBERTa) keep no
+    S^2 terms, so there the figure is an upper bound. Checked against the tensors autograd saves
+    (tests/unit/test_budget.py, CPU, where dropout masks are fp32: measured/formula 1.20 for RoBERTa,
+    1.24 for DeBERTa-v3 shapes).
+    """
+    B, S, d, f, a, L, p, R = rows, length, hidden, intermediate, heads, layers, precision_bytes, relative
+    per_layer = B * S * d * (8 * p + 2) + 2 * p * B * S * f + (2 * p + 1) * a * S * S * B + 2 * p * B * R * (a * S + d)
     return L * per_layer + p * B * S * d
 
 
@@ -209,7 +231,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
     S = int(data.get("max_length") or spec.max_length)
     choices = choices_per_example(spec)
     B, B_eval = int(trainer.batch_size) * choices, int(trainer.eval_batch_size) * choices
-    deberta = counts.family.startswith("deberta")
+    R = counts.relative_positions
     options = dict(cfg.method.get("options") or {})
     is_aot = counts.reparam > 0
     table_bytes = V * L * d * TABLE_BYTES.get(str(options.get("table_dtype", "fp32")), 4) if is_aot else 0
@@ -238,10 +260,10 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
 
     weights = 4 * n + (2 * n if p == 2 else 0)
     gradients, optimizer = 4 * t, 8 * t
-    activations = activation_bytes(B, S, d, f, a, L, p, deberta)
+    activations = activation_bytes(B, S, d, f, a, L, p, R)
     aot_biases = 2 * p * B * S * L * d if is_aot else 0
     training = weights + gradients + optimizer + activations + aot_biases
-    evaluation = weights + p * B_eval * S * (4 * d + f) + 2 * p * a * S * S * B_eval * (2 if deberta else 1) + table_bytes
+    evaluation = weights + p * B_eval * S * (4 * d + f) + 2 * p * a * S * S * B_eval + 2 * p * B_eval * a * S * R + table_bytes
     tokens = ((n_train or 0) + (eval_examples or 0)) * choices * S
     host = PROCESS_BASE_BYTES + 2 * 4 * counts.backbone + 4 * t + TOKEN_HOST_BYTES * tokens
     return {"task": spec.full_name, "model": str(cfg.model.name), "method": str(cfg.method.name), "seed": int(cfg.seed),
