@@ -68,7 +68,7 @@ def write_inputs(out: Path, data_root: Path) -> int:
     from aotp.run import compose
     from aotp.tasks.spec import TaskSpec
 
-    lines = ["| model | hub id | parameters (counted) | checkpoint at 4 B/parameter | |V| x L x d | AoT table fp32 |",
+    lines = ["| model | hub id | parameters (counted) | checkpoint at 4 B/parameter | vocabulary x layers x width | AoT table fp32 |",
              "|---|---|---:|---:|---|---:|"]
     for path in sorted((REPO_ROOT / "configs" / "model").glob("*.yaml")):
         model = OmegaConf.load(path)
