@@ -274,7 +274,10 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
             "gpu": {"weights": weights, "gradients": gradients, "optimizer": optimizer, "activations": activations,
                     "aot_biases": aot_biases, "training": training, "evaluation": evaluation,
                     "peak": max(training, evaluation)},
-            "host_peak": host, "token_cache": TOKEN_CACHE_BYTES * tokens}
+            "host_peak": host, "token_cache": TOKEN_CACHE_BYTES * tokens,
+            "warning": None if n_train is not None and eval_examples is not None else
+            f"{spec.full_name}: no official_sizes in its spec, so its examples are left out of the record-size, "
+            f"host-RAM and tokenisation-cache figures"}
 
 
 def _done(results: Optional[Path], cfg: DictConfig) -> bool:
@@ -321,6 +324,7 @@ def sweep_budget(overrides: list[str], results: Optional[Path] = None, jobs: int
             "token_cache": sum(caches.values()), "token_cache_counted": same_disk, "need": need,
             "gpu_peak_max": max((b["gpu"]["peak"] for _, _, b in runs), default=0),
             "host_peak_max": max((b["host_peak"] for _, _, b in runs), default=0),
+            "warnings": sorted({b["warning"] for _, _, b in runs if b["warning"]}),
             "per_run": [{"overrides": o, **b} for o, _, b in runs]}
 
 
@@ -367,6 +371,7 @@ def render_budget(result: dict[str, Any]) -> str:
               "Parameter counts: counted on the modules built on the meta device; disk, GPU and host figures: "
               "formulas (aotp/budget.py) at the configured batch, max length and precision; record sizes and the "
               "process's base memory: measured (aotp/budget.py constants)."]
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
 
