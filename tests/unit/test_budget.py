@@ -155,3 +155,21 @@ def test_the_makefile_checks_the_disk_before_the_sweep_unless_told_not_to():
     assert [line.split(" -m ")[1] for line in recipe("DISK_CHECK=0")] == ["aotp.run"]
     (dry,) = recipe("DRY_RUN=1")
     assert "-m aotp.estimate --budget --jobs 1" in dry and "--check-disk" not in dry
+
+
+@pytest.mark.parametrize("experiment", ["paper_glue_deberta_v3_large", "paper_superglue_deberta_xlarge",
+                                        "paper_glue_roberta_base", "paper_superglue_deberta_v3_base"])
+def test_every_paper_backbone_is_budgeted_offline_from_its_architecture(experiment, monkeypatch):
+    """The models of the 10 paper experiments (these four cover every family: DeBERTa v1/v3, RoBERTa) are
+    counted without their checkpoints; scripts/budget_table.py runs every experiment whole."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (overrides, cfg), *_ = expand_runs([f"experiment={experiment}", "method=aot_kron", "seed=1", "experiment.lr_index=0"])
+    result = run_budget(cfg)
+    architecture = cfg.model.architecture
+    counts = result["counts"]
+    assert counts["source"] == "model.architecture"
+    assert (counts["vocab_size"], counts["num_layers"], counts["hidden_size"]) == (
+        architecture.vocab_size, architecture.num_hidden_layers, architecture.hidden_size)
+    assert counts["relative_positions"] == (0 if architecture.family == "roberta" else
+                                            2 * (architecture.get("position_buckets") or architecture.max_position_embeddings))
+    assert 0 < result["disk"]["kept"] < 0.05 * result["disk"]["table_if_saved"]
