@@ -38,7 +38,8 @@ width d, intermediate f, a heads:
 * activations kept for backward (Korthikanti et al. 2022, "Reducing Activation Recomputation in
   Large Transformer Models", per layer, generalised to p and f): ``B S d (8p + 2) + 2p B S f +
   (2p + 1) a S^2 B`` (at p = 2, f = 4d: their ``S B d (34 + 5 a S / d)``); DeBERTa's
-  disentangled attention adds ``2p B R (a S + d)`` for R relative positions (v3: 512); times L,
+  disentangled attention adds ``2p B R (a S + d)`` for R relative positions (v3: 512; v1: 2 S);
+  times L,
   plus the embeddings' output p B S d (:func:`activation_bytes`);
 * AoT: the batch's biases (B, S, L, d) and their gradient, ``2p B S L d``;
 * evaluation (no graph kept) at batch B_e: weights + one layer's working set ``p B_e S (4d + f) +
@@ -177,8 +178,10 @@ def expand_runs(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
 
 def relative_positions(config) -> int:
     """R: relative positions a DeBERTa layer scores every query against (0 without disentangled
-    attention): 2 x the attention span, the span being ``position_buckets`` (DeBERTa-v3: 256) or else
-    ``max_relative_positions`` (-1: ``max_position_embeddings``)."""
+    attention): 2 x the attention span, the span being ``position_buckets`` (DeBERTa-v2/v3: 256) or
+    else ``max_relative_positions`` (-1: ``max_position_embeddings``). DeBERTa v1 narrows its span to
+    the sequence length (transformers' ``compute_attention_span``): :func:`run_budget` takes
+    ``min(R, 2 S)`` for it."""
     if not getattr(config, "relative_attention", False):
         return 0
     span = int(getattr(config, "position_buckets", -1) or -1)
@@ -190,7 +193,7 @@ def relative_positions(config) -> int:
 
 
 def activation_bytes(rows: int, length: int, hidden: int, intermediate: int, heads: int, layers: int,
-                     precision_bytes: int, relative: int = 0) -> int:
+                     precision_bytes: int, relative: int = 0, unfused_layernorm: bool = False) -> int:
     """Activations an encoder keeps for backward (Korthikanti et al. 2022, generalised to p and f):
     ``L (B S d (8p + 2) + 2p B S f + (2p + 1) a S^2 B + 2p B R (a S + d)) + p B S d``.
 
@@ -199,14 +202,16 @@ def activation_bytes(rows: int, length: int, hidden: int, intermediate: int, hea
     output (p B S f each), the attention probabilities and their dropped-out copy (p a S^2 B each) and
     that dropout's mask (a S^2 B); DeBERTa's disentangled attention adds its content-to-position and
     position-to-content scores against R relative positions (p B a S R each) and the projected
-    relative embeddings (p B d R each; R from :func:`relative_positions`). Plus the embeddings' output
-    p B S d. Memory-efficient attention kernels (PyTorch SDPA on CUDA, used by BERT/RoBERTa) keep no
+    relative embeddings (p B d R each; R from :func:`relative_positions`). DeBERTa v1's LayerNorm is
+    written out in PyTorch operations and keeps x - mean and the normalised x besides its input
+    (``unfused_layernorm``: + 4p B S d per layer). Plus the embeddings' output p B S d. Memory-efficient attention kernels (PyTorch SDPA on CUDA, used by BERT/RoBERTa) keep no
     S^2 terms, so there the figure is an upper bound. Checked against the tensors autograd saves
     (tests/unit/test_budget.py, CPU, where dropout masks are fp32: measured/formula 1.20 for RoBERTa,
-    1.24 for DeBERTa-v3 shapes).
+    1.24 for DeBERTa-v3 shapes, 1.45 for DeBERTa v1, whose attention keeps more intermediates).
     """
     B, S, d, f, a, L, p, R = rows, length, hidden, intermediate, heads, layers, precision_bytes, relative
-    per_layer = B * S * d * (8 * p + 2) + 2 * p * B * S * f + (2 * p + 1) * a * S * S * B + 2 * p * B * R * (a * S + d)
+    per_layer = B * S * d * (8 * p + 2 + (4 * p if unfused_layernorm else 0)) + 2 * p * B * S * f \
+        + (2 * p + 1) * a * S * S * B + 2 * p * B * R * (a * S + d)
     return L * per_layer + p * B * S * d
 
 
@@ -231,7 +236,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
     S = int(data.get("max_length") or spec.max_length)
     choices = choices_per_example(spec)
     B, B_eval = int(trainer.batch_size) * choices, int(trainer.eval_batch_size) * choices
-    R = counts.relative_positions
+    R = min(counts.relative_positions, 2 * S) if counts.family == "deberta" else counts.relative_positions
     options = dict(cfg.method.get("options") or {})
     is_aot = counts.reparam > 0
     table_bytes = V * L * d * TABLE_BYTES.get(str(options.get("table_dtype", "fp32")), 4) if is_aot else 0
@@ -260,7 +265,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
 
     weights = 4 * n + (2 * n if p == 2 else 0)
     gradients, optimizer = 4 * t, 8 * t
-    activations = activation_bytes(B, S, d, f, a, L, p, R)
+    activations = activation_bytes(B, S, d, f, a, L, p, R, unfused_layernorm=counts.family == "deberta")
     aot_biases = 2 * p * B * S * L * d if is_aot else 0
     training = weights + gradients + optimizer + activations + aot_biases
     evaluation = weights + p * B_eval * S * (4 * d + f) + 2 * p * a * S * S * B_eval + 2 * p * B_eval * a * S * R + table_bytes
