@@ -54,11 +54,26 @@ LAUNCH_ARGS = $(if $(filter local_gpus,$(LAUNCHER)),hydra.launcher.n_jobs=$(NUM_
 
 .PHONY: reproduce tables
 
-reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS="overrides"]
-	@test -n "$(EXPERIMENT)" || { echo "usage: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS=\"overrides\"]"; \
+# Before a sweep starts, its disk and memory budget (aotp/budget.py) is printed and the sweep is refused when the
+# disk of RESULTS has less free space than its runs not yet done need (DISK_CHECK=0 skips the refusal);
+# DRY_RUN=1 prints the budget and exits. JOBS: runs training at once (their checkpoints coexist).
+DISK_CHECK ?= 1
+DRY_RUN ?= 0
+JOBS ?= $(if $(filter local_gpus,$(LAUNCHER)),$(NUM_GPUS),1)
+SWEEP_ARGS = experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) $(LAUNCH_ARGS) paths.results=$(RESULTS) $(ARGS)
+
+reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS="overrides"] [DRY_RUN=1] [DISK_CHECK=0]
+	@test -n "$(EXPERIMENT)" || { echo "usage: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS=\"overrides\"] [DRY_RUN=1] [DISK_CHECK=0]"; \
 		echo "experiments: $$(ls configs/experiment | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 2; }
 	@test "$(LAUNCHER)" != local_gpus || test "$(NUM_GPUS)" -gt 0 2>/dev/null || { echo "LAUNCHER=local_gpus found no GPU: set NUM_GPUS=<n>"; exit 2; }
-	$(PY) -m aotp.run -m experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) $(LAUNCH_ARGS) paths.results=$(RESULTS) $(ARGS)
+ifeq ($(DRY_RUN),1)
+	$(PY) -m aotp.estimate --budget --jobs $(JOBS) $(SWEEP_ARGS)
+else
+ifneq ($(DISK_CHECK),0)
+	$(PY) -m aotp.estimate --budget --check-disk $(RESULTS) --jobs $(JOBS) $(SWEEP_ARGS)
+endif
+	$(PY) -m aotp.run -m $(SWEEP_ARGS)
+endif
 
 tables: $(STAMP)  ## run records -> tables/plots: make tables [RESULTS=results/runs] [TABLES=results/tables] [EXPERIMENT=<name>]
 	$(PY) scripts/aggregate.py --results $(RESULTS) --out $(TABLES) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))

@@ -2,6 +2,12 @@
 
     python -m aotp.estimate experiment=paper_glue_roberta_base trainer.device=cuda data.root=../shared/data
     python -m aotp.estimate experiment=cpu_mini data.root=../shared/data --compare results/cpu_mini/runs
+    python -m aotp.estimate --budget experiment=paper_glue_roberta_large [--check-disk results/runs --jobs 8]
+
+First the sweep's disk and memory budget (:mod:`aotp.budget`: runs, bytes written per run and in
+total, checkpoints at peak, peak host RAM and GPU memory per run; no weights loaded, no download),
+then its compute. ``--budget`` stops after the budget (seconds); ``--check-disk DIR`` then exits 3
+with the figures when the disk of DIR has less free space than the sweep needs (``make reproduce``).
 
 Every run of the sweep (the experiment's ``hydra.sweeper.params``, narrowed or widened by sweep
 overrides on the command line, as ``make reproduce`` runs it) is composed exactly as ``aotp.run``
@@ -383,6 +389,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per (rows, length), after 2 warm-up steps")
     parser.add_argument("--compare", type=Path, help="records folder: set the estimates beside the measured wall times")
     parser.add_argument("--out", type=Path, help="write the estimate (per run and per group) as JSON")
+    parser.add_argument("--budget", action="store_true", help="only the disk and memory budget (no timing)")
+    parser.add_argument("--check-disk", type=Path, metavar="RESULTS_DIR",
+                        help="exit 3 when the disk of RESULTS_DIR cannot hold the sweep (its runs not yet done)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs training at once (checkpoints at peak), default 1")
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     bad = [o for o in overrides if o.startswith("-") or "=" not in o]
     if bad or not any(o.split("=", 1)[0] == "experiment" for o in overrides):
@@ -392,10 +402,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.compare is not None and not args.compare.is_dir():
         parser.error(f"--compare {args.compare}: not a folder of run records")
     check_group_choices(overrides)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    from aotp.budget import check_disk, render_budget, sweep_budget
+
+    budget = sweep_budget(overrides, results=args.check_disk, jobs=args.jobs)
+    print(render_budget(budget), flush=True)
+    if args.check_disk is not None:
+        refusal = check_disk(budget, args.check_disk)
+        if refusal is not None:
+            print(refusal, file=sys.stderr)
+            return 3
+    if args.budget:
+        if args.out is not None:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(budget, indent=2) + "\n")
+            print(f"Budget: {args.out}")
+        return 0
+    print()
     try:
-        estimate(overrides, repeats=args.repeats, compare=args.compare, out=args.out)
+        result = estimate(overrides, repeats=args.repeats, compare=args.compare, out=None)
     except (HydraException, OmegaConfBaseException) as error:  # an override the config cannot take
         raise UsageError(str(error)) from None
+    if args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({**result, "budget": budget}, indent=2) + "\n")
+        print(f"Estimate: {args.out}")
     return 0
 
 

@@ -271,6 +271,9 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
         record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config, init_source)
         record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
                   "wall_seconds": time.time() - started}
+        if not cfg.trainer.get("keep_weights", True):
+            (run_dir / "trainable.safetensors").unlink(missing_ok=True)
+            record["trainable_weights"] = "deleted after success (trainer.keep_weights=false)"
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                   "traceback": traceback.format_exc(), "wall_seconds": time.time() - started,
@@ -381,7 +384,8 @@ def finish_run(cfg, spec, method, model, data, trainer, state: dict, params: dic
                                 progress=f"scores before inference form {check_split}" if progress else None)
     note(f"Preparing the inference form ({cfg.method.name}) and checking dev logits against it")
     tick = time.perf_counter()
-    inference_facts = method.prepare_for_inference(model, run_dir / "inference") or {}
+    inference_facts = method.prepare_for_inference(model, run_dir / "inference",
+                                                   token_ids=eval_token_ids(data, spec.eval_splits, trainer.collator.pad_token_id)) or {}
     prepare_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device,  # with the inference form
@@ -432,6 +436,22 @@ def report_truncation(data, data_cfg) -> dict[str, Any]:
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
         notes.warning(warning)
     return {"splits": splits, "warnings": warnings}
+
+
+def eval_token_ids(data, splits, pad_token_id: int) -> "torch.Tensor":
+    """Every token id of the eval splits' features (multiple choice: of every choice) and the padding
+    id the collator fills batches with, once each: all the inference form is given after
+    ``prepare_for_inference`` (AoT materialises just their rows)."""
+    import numpy as np
+    import torch
+
+    ids: set[int] = {int(pad_token_id)}
+    for split in splits:
+        for feature in data[split].features:
+            sequences = feature["input_ids"]
+            for sequence in (sequences if sequences and isinstance(sequences[0], list) else [sequences]):
+                ids.update(sequence)
+    return torch.from_numpy(np.fromiter(sorted(ids), dtype=np.int64, count=len(ids)))
 
 
 def write_predictions(run_dir: Path, spec, data, scores) -> None:

@@ -30,6 +30,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=None,
                         help="truncate token sequences to this length (default: each task spec's max_length, else 512)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--table-dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                        help="dtype of each task's |V| x L x d table in memory, materialised from the run's saved "
+                             "reparametrization (default: the run's method.options.table_dtype)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length), ("--threads", args.threads)):
@@ -71,7 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model = MultiTaskModel.from_runs(args.runs, names=args.names, device=args.device)
+        model = MultiTaskModel.from_runs(args.runs, names=args.names, device=args.device,
+                                          table_dtype=args.table_dtype)
     except (FileNotFoundError, ValueError) as error:  # not a finished AoT run, mismatched backbones, bad --names
         raise UsageError(str(error)) from None
     source = "<stdin>" if args.input == "-" else args.input

@@ -14,6 +14,9 @@ Constructors:
 * ``MultiTaskModel.from_runs([run_dir, ...])`` -- finished AoT runs that share one backbone: reads
   ``run_dir/result.json`` (``config.model``/``config.task``/``config.method``) and the task pack in
   ``run_dir/inference/`` (:mod:`aotp.methods.aot.pack`); refuses runs of other backbones or methods.
+  A run keeps the reparametrization, not its |V| x L x d table: the table is materialised here, chunk
+  by chunk, in ``table_dtype`` (fp32/fp16/bf16; default the run's ``method.options.table_dtype``),
+  |V| * L * d * bytes per task in memory; a run trained with ``save_table=true`` has it memory-mapped.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from aotp.methods.aot import pack as packs
 from aotp.methods.aot.injector import BiasHooks, MixedBiases
 from aotp.methods.aot.method import aot_method_names, backbone_shapes, build_aot_method
 from aotp.methods.aot.module import AoTBias
-from aotp.methods.aot.table_io import load_tensor_mmap
 from aotp.models.builders import Backbone, build_backbone
 from aotp.models.task_model import HEAD_TYPES, TaskHead
 
@@ -118,9 +120,10 @@ class MultiTaskModel(nn.Module):
     # -- constructors --------------------------------------------------------------------------
     @classmethod
     def from_runs(cls, run_dirs: Sequence[Union[str, Path]], names: Optional[Sequence[str]] = None,
-                  device: Union[str, torch.device] = "cpu") -> "MultiTaskModel":
+                  device: Union[str, torch.device] = "cpu", table_dtype: Optional[str] = None) -> "MultiTaskModel":
         """Load one backbone and the task packs of finished AoT runs (``run_dir/result.json`` +
-        ``run_dir/inference/``). ``names`` overrides the task names (default: ``config.task.name``)."""
+        ``run_dir/inference/``). ``names`` overrides the task names (default: ``config.task.name``);
+        ``table_dtype`` (fp32/fp16/bf16) the dtype of the tables held in memory (default: each run's)."""
         if not run_dirs:
             raise ValueError("from_runs needs at least one run directory")
         runs = [_read_run(Path(d)) for d in run_dirs]
@@ -137,7 +140,8 @@ class MultiTaskModel(nn.Module):
         for index, (run_dir, config) in enumerate(runs):
             task = config["task"]
             name = names[index] if names is not None else task["name"]
-            pack = load_task_pack(run_dir / PACK_DIR, backbone.model, name=name, task_spec=task, method=config["method"])
+            pack = load_task_pack(run_dir / PACK_DIR, backbone.model, name=name, task_spec=task, method=config["method"],
+                                  table_dtype=table_dtype)
             pack.task_spec = _task_spec_or_none(task)
             max_length = (config.get("data") or {}).get("max_length") or task.get("max_length")
             pack.max_length = int(max_length) if max_length else (pack.task_spec.max_length if pack.task_spec else None)
@@ -351,19 +355,17 @@ def _read_run(run_dir: Path) -> tuple[Path, dict]:
 
 
 def load_task_pack(pack_dir: Union[str, Path], backbone: nn.Module, name: str, task_spec: Optional[dict] = None,
-                   method: Optional[dict] = None) -> TaskPack:
-    """A :class:`TaskPack` from ``pack_dir`` (written by ``AoTMethod.prepare_for_inference``)."""
+                   method: Optional[dict] = None, table_dtype: Optional[str] = None) -> TaskPack:
+    """A :class:`TaskPack` from ``pack_dir`` (written by ``AoTMethod.prepare_for_inference``): its table
+    memory-mapped when the run saved it, else materialised from the saved reparametrization in
+    ``table_dtype`` (default the run's); an on-the-fly pack keeps the reparametrization."""
     pack_dir = Path(pack_dir)
     info = packs.read_pack_json(pack_dir)
     if method is not None and method.get("name") != info["method"]:
         raise ValueError(f"{pack_dir}: pack written by {info['method']!r} but the run's method is {method.get('name')!r}")
     head_info = info["head"]
     head = packs.load_head(pack_dir / info["files"]["head"], head_info["hidden_size"], head_info["num_outputs"])
-    if "table" in info["files"]:
-        table, _ = load_tensor_mmap(pack_dir / info["files"]["table"], packs.TABLE_TENSOR)
-        bias: Union[torch.Tensor, AoTBias] = table
-    else:
-        bias = build_aot_method(info["method"], info["options"]).load_reparam(backbone, pack_dir / info["files"]["reparam"])
+    bias = build_aot_method(info["method"], info["options"]).load_bias(backbone, pack_dir, info, table_dtype)
     task_spec = dict(task_spec or {})
     head_type = task_spec.get("head", info["head_type"])
     if head_type != info["head_type"]:

@@ -68,9 +68,12 @@ class Method(ABC):
                 parameters[name].copy_(value)
 
     # -- inference -----------------------------------------------------------------------------
-    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None) -> dict[str, Any]:
+    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None,
+                              token_ids: torch.Tensor | None = None) -> dict[str, Any]:
         """Rewrite ``model`` for inference (merge/materialise). Returns facts for the run record
-        (e.g. ``{"table_bytes": ...}``). Default: nothing to do."""
+        (e.g. ``{"table_bytes": ...}``). ``token_ids``: every token id the model will be given from now
+        on (the runner's eval splits); a method may prepare only what those need (AoT: their table
+        rows). Default: nothing to do."""
         return {}
 
 

@@ -166,7 +166,8 @@ class LoRA(Method):
         per_projection = self.rank * (d + attention_width)  # r * (d_in + d_out) for Q, K or V
         return config.num_hidden_layers * len(self.targets) * per_projection + head_parameter_count(model)
 
-    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None) -> dict[str, Any]:
+    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None,
+                              token_ids: torch.Tensor | None = None) -> dict[str, Any]:
         merged = [m for m in model.backbone.modules() if isinstance(m, LoRALinear)]
         for module in merged:
             merge_lora(module)

@@ -63,7 +63,8 @@ class PTuningV2(AdapterHubMethod):
             prefix = p * layers * 2 * d
         return prefix + head_parameter_count(model)
 
-    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None) -> dict[str, Any]:
+    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None,
+                              token_ids: torch.Tensor | None = None) -> dict[str, Any]:
         if not self.reparametrize:
             return {"prefix_parameters": self._prefix_size(model)}
         with torch.no_grad():

@@ -28,9 +28,11 @@ NON_SEMANTIC = {
     "hydra": None,
     "lock": None,
     # how a run is executed, not what it computes (thread count and device only reorder float sums)
-    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size"},
+    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size", "keep_weights"},
     "data": {"root", "cache", "truncation_warning", "allow_identical_choices"},
 }
+# Method options that say which outputs a run keeps, not what it computes (an AoT run's table file).
+NON_SEMANTIC_METHOD_OPTIONS = {"save_table"}
 # Keys added after runs were recorded, with their defaults: at the default a key is left out of the run
 # id, so the ids (and the skip-if-done of sweeps) of earlier runs stay valid.
 ADDED_LATER = {
@@ -57,6 +59,10 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
     for key, value in PINNED.items():
         if key in semantic:
             semantic[key] = value
+    method = semantic.get("method")
+    if isinstance(method, dict) and isinstance(method.get("options"), dict):
+        semantic["method"] = {**method, "options": {k: v for k, v in method["options"].items()
+                                                    if k not in NON_SEMANTIC_METHOD_OPTIONS}}
     for key, defaults in ADDED_LATER.items():
         if isinstance(semantic.get(key), dict):
             semantic[key] = {k: v for k, v in semantic[key].items() if k not in defaults or v != defaults[k]}

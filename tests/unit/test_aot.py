@@ -109,6 +109,7 @@ def test_materialized_table_matches_reparametrization(tiny_family, method_name, 
     perturb(model)
     model.eval()
     on_the_fly = copy.deepcopy(model)
+    with_file = copy.deepcopy(model)
     batch = tiny_batch(model, TEXTS_A, TEXTS_B)
     with torch.no_grad():
         expected = model(**batch)
@@ -116,15 +117,21 @@ def test_materialized_table_matches_reparametrization(tiny_family, method_name, 
     facts = method.prepare_for_inference(model, tmp_path)
     assert model.aot.materialized and model.aot.reparam is None
     assert not any(n.startswith("aot.") for n, _ in model.named_parameters())
-    assert facts["table_dtype"] == "fp32" and facts["table_bytes"] == full.numel() * 4
+    assert facts["table_dtype"] == "fp32" and facts["table_bytes"] == full.numel() * 4 and facts["table_path"] is None
     with torch.no_grad():
         got = model(**batch)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-    # The file holds the table, loadable with safetensors itself; the model's table is its memory map.
-    with safe_open(str(tmp_path / packs.TABLE_FILE), framework="pt") as handle:
-        assert torch.equal(handle.get_tensor(packs.TABLE_TENSOR), model.aot.table)
     torch.testing.assert_close(model.aot.table, full, atol=1e-6, rtol=0)
-    assert {p.name for p in tmp_path.iterdir()} == {packs.PACK_FILE, packs.TABLE_FILE, packs.HEAD_FILE}
+    # By default the pack keeps what reproduces the table (the reparametrization), not the table.
+    assert {p.name for p in tmp_path.iterdir()} == {packs.PACK_FILE, packs.REPARAM_FILE, packs.HEAD_FILE}
+    # save_table: true also writes it, loadable with safetensors itself; the model's table is its memory map.
+    file_method = METHODS.get(method_name)(**SMALL[method_name], chunk_size=50, save_table=True)
+    facts = file_method.prepare_for_inference(with_file, tmp_path / "with_table")
+    with safe_open(str(tmp_path / "with_table" / packs.TABLE_FILE), framework="pt") as handle:
+        assert torch.equal(handle.get_tensor(packs.TABLE_TENSOR), with_file.aot.table)
+    assert torch.equal(with_file.aot.table, model.aot.table) and facts["table_path"].endswith(packs.TABLE_FILE)
+    assert {p.name for p in (tmp_path / "with_table").iterdir()} == {packs.PACK_FILE, packs.REPARAM_FILE,
+                                                                    packs.TABLE_FILE, packs.HEAD_FILE}
     # on_the_fly keeps the reparametrization, so its logits are the reparametrized ones exactly.
     otf_method = METHODS.get(method_name)(**SMALL[method_name], inference_mode="on_the_fly")
     facts = otf_method.prepare_for_inference(on_the_fly, tmp_path / "otf")
@@ -132,6 +139,55 @@ def test_materialized_table_matches_reparametrization(tiny_family, method_name, 
     with torch.no_grad():
         assert torch.equal(on_the_fly(**batch), expected)
     assert (tmp_path / "otf" / packs.REPARAM_FILE).is_file()
+
+
+@pytest.mark.parametrize("method_name", AOT)
+def test_rows_of_given_tokens_equal_the_full_table_and_serve_the_same_logits(method_name, tmp_path):
+    """The runner's check: only the rows of the eval tokens are materialised (same chunks as the full
+    table, so equal bit for bit); logits equal the full table's; a token without a row is refused."""
+    model, method = build("roberta", method_name, chunk_size=37)
+    perturb(model)
+    model.eval()
+    full_model = copy.deepcopy(model)
+    batch = tiny_batch(model, TEXTS_A, TEXTS_B)
+    with torch.no_grad():
+        expected = model(**batch)
+    METHODS.get(method_name)(**SMALL[method_name], chunk_size=37).prepare_for_inference(full_model, None)
+    used = torch.unique(batch["input_ids"])
+    facts = method.prepare_for_inference(model, tmp_path, token_ids=batch["input_ids"])
+    assert model.aot.table.shape[0] == used.numel() < model.aot.vocab_size
+    assert facts["table_bytes_in_memory"] * model.aot.vocab_size == facts["table_bytes"] * used.numel()
+    assert torch.equal(model.aot.table, full_model.aot.table[used])
+    with torch.no_grad():
+        assert torch.equal(model(**batch), full_model(**batch))
+        torch.testing.assert_close(model(**batch), expected, atol=1e-5, rtol=0)
+    unused = next(i for i in range(model.aot.vocab_size) if i not in set(used.tolist()))
+    other = {**batch, "input_ids": batch["input_ids"].clone()}
+    other["input_ids"][0, 1] = unused
+    with torch.no_grad(), pytest.raises(IndexError):
+        model(**other)
+    with pytest.raises(RuntimeError, match="only some tokens"):
+        method.trainable_state_dict(model)
+    assert not (tmp_path / packs.TABLE_FILE).exists()
+
+
+@pytest.mark.parametrize("table_dtype", [None, "fp16", "bf16"])
+@pytest.mark.parametrize("method_name", AOT)
+def test_a_pack_without_its_table_is_materialised_at_load(method_name, table_dtype, tmp_path):
+    """Serving rebuilds the table from the saved reparametrization: equal to the training-time table
+    (fp32: bit for bit; fp16/bf16: that table rounded once)."""
+    from aotp.models import build_backbone
+
+    model, method = build("bert", method_name, chunk_size=64)
+    perturb(model)
+    model.eval()
+    method.prepare_for_inference(model, tmp_path)
+    info = packs.read_pack_json(tmp_path)
+    assert "table" not in info["files"]
+    backbone = build_backbone({"source": "tiny", "name": "tiny_bert", "family": "bert"}).model
+    served = METHODS.get(method_name)(**info["options"]).load_bias(backbone, tmp_path, info, table_dtype)
+    dtype = {None: torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[table_dtype]
+    assert served.dtype == dtype and torch.equal(served, model.aot.table.to(dtype))
 
 
 @pytest.mark.parametrize("table_dtype", ["fp16", "bf16"])
@@ -327,3 +383,20 @@ def test_deberta_v2_convolution_keeps_its_bias_in_the_materialised_table(tmp_pat
 def test_only_deberta_v2_has_a_convolution():
     with pytest.raises(ValueError, match="model.conv_kernel_size=3: only the deberta_v2 family has a convolution"):
         make_tiny_task_model("roberta", conv_kernel_size=3)
+
+
+def test_save_table_is_not_part_of_the_run_id():
+    """Whether a run also writes its table is about its outputs, not what it computes: the same id (a
+    finished run is skipped), and the ids of runs recorded before the option existed stay valid."""
+    from aotp.results.record import run_id
+    from aotp.run import compose, to_container
+
+    def identity(*overrides):
+        return run_id(to_container(compose(["model=tiny_bert", "method=aot_fc", *overrides])))
+
+    plain = identity()
+    assert identity("method.options.save_table=true") == plain
+    assert identity("~method.options.save_table") == plain  # a record from before the option
+    assert identity("method.options.table_dtype=fp16") != plain
+    with pytest.raises(ValueError, match="save_table.*true or false"):
+        METHODS.get("aot_fc")(save_table="yes")

@@ -154,11 +154,21 @@ def test_from_runs_and_cli(tmp_path, capsys):
         else:
             assert prediction["logits"] == pytest.approx(expected.tolist(), abs=1e-5)
             assert prediction["prediction"] == f"label_{int(expected.argmax())}"
+    # The runs keep no table: each is materialised at load, in the run's table_dtype unless asked otherwise.
+    assert not any((run / "inference" / "aot_table.safetensors").exists() for run in runs)
+    assert [source.table.dtype for source in multi.sources] == [torch.float32, torch.float32, torch.float16]
+    half = MultiTaskModel.from_runs(runs, table_dtype="bf16")
+    assert all(source.table.dtype == torch.bfloat16 for source in half.sources)
+    for low, full in zip(half.predict(records), predictions):
+        assert low.get("logits", [low["prediction"]]) == pytest.approx(full.get("logits", [full["prediction"]]), abs=0.1)
     # The CLI serves the same predictions from JSON lines, in input order.
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert cli_main(["--runs", *map(str, runs), "--input", str(source), "--output", str(target), "--batch-size", "3"]) == 0
     served = [json.loads(line) for line in target.read_text().splitlines()]
+    assert cli_main(["--runs", *map(str, runs), "--input", str(source), "--output", str(tmp_path / "bf16.jsonl"),
+                     "--table-dtype", "bf16"]) == 0
+    assert len((tmp_path / "bf16.jsonl").read_text().splitlines()) == len(records)
     assert [s["id"] for s in served] == [r["id"] for r in records]
     for a, b in zip(served, predictions):
         assert a["prediction"] == pytest.approx(b["prediction"], abs=1e-5) if a["task"] == "sts" else a["prediction"] == b["prediction"]

@@ -15,16 +15,28 @@ backbone + head. Training computes P only for the unique token ids of each batch
 
 Inference (``prepare_for_inference``), option ``inference_mode``:
 
-* ``materialized`` (default): the full |V| x L x d table is computed once, ``chunk_size`` token ids at
-  a time, streamed into ``artifact_dir/aot_table.safetensors`` in ``table_dtype`` (fp32/fp16/bf16;
-  peak memory one chunk), then loaded back memory-mapped (``torch.frombuffer`` over a copy-on-write
-  ``mmap``, no copy) and the reparametrization is dropped. The table is the ahead-of-time part; a
-  forward pass then costs, per layer, one copy of the batch's rows of that layer from the table into a
-  buffer allocated once per forward, and one in-place addition of the hidden states. An fp16/bf16
-  table rounds each bias once; the run's logits check then allows ``TABLE_LOGIT_ROUNDINGS`` units of
-  that format's rounding error times max|logit| (``logit_relative_tolerance`` in the facts).
+* ``materialized`` (default): the |V| x L x d table is computed ``chunk_size`` token ids at a time in
+  ``table_dtype`` (fp32/fp16/bf16) and the reparametrization is dropped; a forward pass then costs,
+  per layer, one copy of the batch's rows of that layer from the table into a buffer allocated once
+  per forward, and one in-place addition of the hidden states. What is kept on disk is what
+  reproduces the table, not the table: ``artifact_dir/aot_reparam.safetensors`` (the
+  reparametrization's parameters, megabytes), from which :mod:`aotp.inference` materialises the
+  table at serving time. In memory the model gets
+
+  - with ``token_ids`` (the runner passes the ids of its eval splits): only those tokens' rows, from
+    the same chunks as the full table (peak memory: those rows + one chunk), enough to check the
+    materialised form on dev without ever holding the whole table;
+  - without: the full table, filled chunk by chunk into one tensor.
+
+  ``save_table: true`` also writes the table, streamed chunk by chunk (peak memory one chunk), to
+  ``artifact_dir/aot_table.safetensors`` and loads it back memory-mapped (``torch.frombuffer`` over a
+  copy-on-write ``mmap``, no copy). Its size is ``|V| * L * d * bytes(table_dtype)``: RoBERTa-large
+  fp32 50,265 x 24 x 1,024 x 4 B = 4.9 GB, so a sweep writes it only for the runs it serves.
+  An fp16/bf16 table rounds each bias once; the run's logits check then allows
+  ``TABLE_LOGIT_ROUNDINGS`` units of that format's rounding error times max|logit|
+  (``logit_relative_tolerance`` in the facts).
 * ``on_the_fly``: the reparametrization is kept and computes the batch's unique rows per forward;
-  its parameters are saved to ``artifact_dir/aot_reparam.safetensors``.
+  its parameters are saved to ``artifact_dir/aot_reparam.safetensors`` likewise.
 
 Either way ``artifact_dir`` receives a task pack (:mod:`aotp.methods.aot.pack`) that
 :class:`aotp.inference.MultiTaskModel` loads.
@@ -78,7 +90,7 @@ class AoTMethod(Method):
     cross_encoded_only = True
 
     def __init__(self, rank: int, dropout: float = 0.0, table_dtype: str = "fp32",
-                 inference_mode: str = "materialized", chunk_size: int = 1024):
+                 inference_mode: str = "materialized", chunk_size: int = 1024, save_table: bool = False):
         self.rank = check_rank(rank)
         self.dropout = check_dropout(dropout)
         resolve_table_dtype(table_dtype)
@@ -90,11 +102,14 @@ class AoTMethod(Method):
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"AoT option `method.options.chunk_size` must be a positive integer, got {chunk_size!r}")
         self.chunk_size = chunk_size
+        if not isinstance(save_table, bool):
+            raise ValueError(f"AoT option `method.options.save_table` must be true or false, got {save_table!r}")
+        self.save_table = save_table
 
     # -- to be provided by each reparametrization --------------------------------------------------
     def options(self) -> dict[str, Any]:
         return {"rank": self.rank, "dropout": self.dropout, "table_dtype": self.table_dtype,
-                "inference_mode": self.inference_mode, "chunk_size": self.chunk_size}
+                "inference_mode": self.inference_mode, "chunk_size": self.chunk_size, "save_table": self.save_table}
 
     @abstractmethod
     def build_reparam(self, backbone: nn.Module) -> nn.Module:
@@ -127,6 +142,9 @@ class AoTMethod(Method):
     def trainable_state_dict(self, model: TaskModel) -> dict[str, torch.Tensor]:
         state = super().trainable_state_dict(model)
         if model.aot.materialized:
+            if model.aot.row_of is not None:
+                raise RuntimeError("the model holds only some tokens' AoT rows (prepare_for_inference with token_ids): "
+                                   "take the trainable state before prepare_for_inference")
             state[TABLE_KEY] = model.aot.table.detach().clone()
         return state
 
@@ -149,7 +167,8 @@ class AoTMethod(Method):
         return tqdm(aot.table_chunks(self.chunk_size), total=math.ceil(aot.vocab_size / self.chunk_size),
                     desc=f"materialise {self.name} table", unit="chunk", leave=False, dynamic_ncols=True, disable=None)
 
-    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None) -> dict[str, Any]:
+    def prepare_for_inference(self, model: TaskModel, artifact_dir: Path | None = None,
+                              token_ids: Optional[torch.Tensor] = None) -> dict[str, Any]:
         aot: AoTBias = model.aot
         if aot.materialized:
             raise RuntimeError("prepare_for_inference was already called: the model is materialised")
@@ -161,44 +180,68 @@ class AoTMethod(Method):
         }
         artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
         facts: dict[str, Any] = {"inference_mode": self.inference_mode}
-        if self.inference_mode == "on_the_fly":
-            if artifact_dir is not None:
-                artifact_dir.mkdir(parents=True, exist_ok=True)
-                path = artifact_dir / packs.REPARAM_FILE
-                save_file({k: v.detach().cpu().contiguous() for k, v in aot.reparam.state_dict().items()}, str(path))
-                info["files"]["reparam"] = packs.REPARAM_FILE
-                facts.update(reparam_path=str(path), reparam_bytes=path.stat().st_size)
-        else:
+        if artifact_dir is not None:  # what reproduces the table (both modes): the reparametrization
+            artifact_dir.mkdir(parents=True, exist_ok=True)
+            path = artifact_dir / packs.REPARAM_FILE
+            save_file({k: v.detach().cpu().contiguous() for k, v in aot.reparam.state_dict().items()}, str(path))
+            info["files"]["reparam"] = packs.REPARAM_FILE
+            facts.update(reparam_path=str(path), reparam_bytes=path.stat().st_size)
+        if self.inference_mode == "materialized":
             dtype = resolve_table_dtype(self.table_dtype)
             shape = (aot.vocab_size, aot.num_layers, aot.hidden_size)
+            full_bytes = aot.vocab_size * aot.num_layers * aot.hidden_size * torch.empty((), dtype=dtype).element_size()
+            device = model.backbone.get_input_embeddings().weight.device
             start = time.perf_counter()
-            if artifact_dir is None:  # no directory: materialise in memory
-                table = torch.cat(list(self._chunks_with_progress(aot))).to(dtype)
-                facts.update(table_path=None, table_load="in_memory")
-            else:
+            row_of = None
+            if artifact_dir is not None and self.save_table:
                 path = artifact_dir / packs.TABLE_FILE
                 write_table(path, packs.TABLE_TENSOR, self._chunks_with_progress(aot), shape, dtype,
                             metadata={"method": self.name, "shape": "x".join(map(str, shape)), "layout": "vocab,layer,hidden"})
                 table, _ = load_tensor_mmap(path, packs.TABLE_TENSOR)
-                device = model.backbone.get_input_embeddings().weight.device
                 if device.type != "cpu":
                     table = table.to(device)
                 info["files"]["table"] = packs.TABLE_FILE
                 facts.update(table_path=str(path), table_load="mmap (torch.frombuffer over mmap.ACCESS_COPY)"
                              if device.type == "cpu" else f"mmap, copied to {device}")
-            aot.set_table(table)
+            elif token_ids is not None:
+                table, row_of = aot.materialized_rows(token_ids, self.chunk_size, dtype)
+                facts.update(table_path=None, table_load=f"in memory: the rows of the {table.shape[0]} token ids "
+                                                         f"given, chunk by chunk (the table is not written)")
+            else:
+                table = aot.materialized_table(self.chunk_size, dtype, device)
+                facts.update(table_path=None, table_load="in memory (the table is not written)")
+            aot.set_table(table, row_of)
             self.freeze_all_but(model, lambda name: name.startswith("aot."))
             info["table_dtype"] = self.table_dtype
             if self.table_dtype != "fp32":
                 facts["logit_relative_tolerance"] = TABLE_LOGIT_ROUNDINGS * UNIT_ROUNDOFF[self.table_dtype]
-            facts.update(table_dtype=self.table_dtype, table_shape=list(shape),
-                         table_bytes=table.numel() * table.element_size(),
+            facts.update(table_dtype=self.table_dtype, table_shape=list(shape), table_bytes=full_bytes,
+                         table_bytes_in_memory=table.numel() * table.element_size(),
                          materialize_seconds=round(time.perf_counter() - start, 3))
         if artifact_dir is not None:
             packs.save_head(model.head, artifact_dir / packs.HEAD_FILE)
             packs.write_pack_json(artifact_dir, info)
             facts["pack_dir"] = str(artifact_dir)
         return facts
+
+    def load_bias(self, backbone: nn.Module, pack_dir: Path, info: dict[str, Any],
+                  table_dtype: Optional[str] = None) -> "AoTBias | torch.Tensor":
+        """The bias source of a task pack: its table (the saved file memory-mapped, or materialised
+        now from the saved reparametrization, chunk by chunk, in ``table_dtype``, default the run's),
+        or for ``inference_mode: on_the_fly`` the reparametrized :class:`AoTBias`."""
+        device = backbone.get_input_embeddings().weight.device
+        dtype = resolve_table_dtype(table_dtype or info.get("table_dtype") or self.table_dtype)
+        files = info["files"]
+        if info.get("inference_mode", "materialized") == "materialized" and "table" in files:
+            table, _ = load_tensor_mmap(Path(pack_dir) / files["table"], packs.TABLE_TENSOR)
+            return table if table.dtype == dtype and device.type == "cpu" else table.to(device=device, dtype=dtype)
+        if "reparam" not in files:
+            raise FileNotFoundError(f"{pack_dir}: the pack has neither a table nor the reparametrization "
+                                    f"({packs.REPARAM_FILE}) to materialise it from")
+        bias = self.load_reparam(backbone, Path(pack_dir) / files["reparam"]).to(device)
+        if info.get("inference_mode", "materialized") == "on_the_fly":
+            return bias
+        return bias.materialized_table(self.chunk_size, dtype, device)
 
     def load_reparam(self, backbone: nn.Module, path: Path) -> AoTBias:
         """An on-the-fly :class:`AoTBias` with the parameters saved by ``prepare_for_inference``."""

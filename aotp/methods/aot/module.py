@@ -33,6 +33,8 @@ class AoTBias(nn.Module):
         self.vocab_size, self.num_layers, self.hidden_size = vocab_size, num_layers, hidden_size
         self.reparam = reparam
         self.register_buffer("table", None, persistent=False)
+        # Set when the table holds only some tokens' rows (the run's check): token id -> row of the table.
+        self.register_buffer("row_of", None, persistent=False)
         if table is not None:
             self.set_table(table)
         self.hooks = BiasHooks(self.biases)
@@ -52,7 +54,7 @@ class AoTBias(nn.Module):
     def lookup(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Biases for every position and layer: (*input_ids.shape, L, d)."""
         if self.table is not None:
-            return self.table[input_ids]
+            return self.table[self._table_rows(input_ids)]
         rows, inverse = self._unique_rows(input_ids)
         return rows[inverse].view(*input_ids.shape, self.num_layers, self.hidden_size)
 
@@ -60,12 +62,17 @@ class AoTBias(nn.Module):
         """What the hooks add: :meth:`lookup`'s values; per-layer gathers when autograd is off."""
         if self.table is not None:
             if torch.is_grad_enabled() and self.table.requires_grad:
-                return self.table[input_ids]
-            return TableBiases(self.table, input_ids)
+                return self.table[self._table_rows(input_ids)]
+            return TableBiases(self.table, self._table_rows(input_ids))
         if torch.is_grad_enabled():
             return self.lookup(input_ids)  # training: one differentiable (N, T, L, d) tensor
         rows, inverse = self._unique_rows(input_ids)
         return RowBiases(rows, inverse, input_ids.shape)
+
+    def _table_rows(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of the table that hold ``input_ids``: the ids themselves, or through ``row_of`` for a
+        table of some tokens only (an id without a row maps past the table's end: IndexError)."""
+        return input_ids if self.row_of is None else self.row_of[input_ids]
 
     def _unique_rows(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows of the unique ids (U, L, d), index of each position's row (N*T,))."""
@@ -94,10 +101,60 @@ class AoTBias(nn.Module):
         finally:
             self.reparam.train(was_training)
 
-    def set_table(self, table: torch.Tensor) -> None:
-        """Switch to the materialised table and drop the reparametrization."""
+    @torch.no_grad()
+    def materialized_table(self, chunk_size: int, dtype: torch.dtype = torch.float32,
+                           device: Optional[torch.device] = None) -> torch.Tensor:
+        """The full (|V|, L, d) table in ``dtype``, filled chunk by chunk into one preallocated tensor:
+        peak memory is the table plus one fp32 chunk (never a list of chunks and their concatenation)."""
+        device = device if device is not None else next(self.reparam.parameters()).device
+        table = torch.empty((self.vocab_size, self.num_layers, self.hidden_size), dtype=dtype, device=device)
+        start = 0
+        for chunk in self.table_chunks(chunk_size):
+            table[start:start + chunk.shape[0]] = chunk.to(device=device, dtype=dtype)
+            start += chunk.shape[0]
+        return table
+
+    @torch.no_grad()
+    def materialized_rows(self, token_ids: torch.Tensor, chunk_size: int,
+                          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of the materialised table for ``token_ids`` only, and the map token id -> row.
+
+        The rows come from the same chunks as :meth:`materialized_table` (``chunk_size`` consecutive
+        ids; a chunk holding none of the ids is skipped), so each row equals that of the full table
+        bit for bit. Peak memory: the U wanted rows plus one chunk, instead of all |V| rows
+        (RoBERTa-large fp32: 50,265 x 24 x 1,024 x 4 B = 4.9 GB). Ids without a row map to U, past
+        the end of the rows, so reading one raises IndexError instead of returning another token's row.
+        """
+        device = next(self.reparam.parameters()).device
+        wanted = torch.unique(token_ids.reshape(-1).to(device))
+        if wanted.numel() and (int(wanted[0]) < 0 or int(wanted[-1]) >= self.vocab_size):
+            raise IndexError(f"token id out of range [0, {self.vocab_size}): min {int(wanted[0])}, max {int(wanted[-1])}")
+        rows = torch.empty((wanted.numel(), self.num_layers, self.hidden_size), dtype=dtype, device=device)
+        row_of = torch.full((self.vocab_size,), wanted.numel(), dtype=torch.long, device=device)
+        row_of[wanted] = torch.arange(wanted.numel(), device=device)
+        was_training = self.reparam.training
+        self.reparam.eval()
+        try:
+            for start in range(0, self.vocab_size, chunk_size):
+                stop = min(start + chunk_size, self.vocab_size)
+                low, high = torch.searchsorted(wanted, torch.tensor([start, stop], device=device)).tolist()
+                if low == high:
+                    continue
+                chunk = self.reparam.rows(torch.arange(start, stop, device=device)).float()
+                rows[low:high] = chunk[wanted[low:high] - start].to(dtype)
+        finally:
+            self.reparam.train(was_training)
+        return rows, row_of
+
+    def set_table(self, table: torch.Tensor, row_of: Optional[torch.Tensor] = None) -> None:
+        """Switch to the materialised table and drop the reparametrization. With ``row_of`` (token id
+        -> row) the table holds only the rows of some tokens (:meth:`materialized_rows`)."""
         expected = (self.vocab_size, self.num_layers, self.hidden_size)
-        if tuple(table.shape) != expected:
+        if row_of is None and tuple(table.shape) != expected:
             raise ValueError(f"AoT table has shape {tuple(table.shape)}, expected {expected} (|V|, L, d)")
+        if row_of is not None and (tuple(table.shape[1:]) != expected[1:] or tuple(row_of.shape) != (self.vocab_size,)):
+            raise ValueError(f"AoT rows have shape {tuple(table.shape)} with a map of {tuple(row_of.shape)}; expected "
+                             f"(U, {expected[1]}, {expected[2]}) and ({self.vocab_size},)")
         self.reparam = None
         self.table = table
+        self.row_of = row_of

@@ -3,9 +3,12 @@
 Layout (``run_dir/inference/``, written by ``AoTMethod.prepare_for_inference``)::
 
     pack.json               format, method + options, head type/size, table shape/dtype, file names
-    aot_table.safetensors   tensor "table" (|V|, L, d) in fp32/fp16/bf16      (inference_mode: materialized)
-    aot_reparam.safetensors the reparametrization's parameters                 (inference_mode: on_the_fly)
+    aot_reparam.safetensors the reparametrization's parameters: what reproduces the table (always; MBs)
+    aot_table.safetensors   tensor "table" (|V|, L, d) in fp32/fp16/bf16  (only with save_table: true; GBs)
     head.safetensors        the task head's state dict (dense.*, out_proj.*), fp32
+
+Without the table file, :mod:`aotp.inference` materialises the table from the reparametrization
+when it loads the pack (``AoTMethod.load_bias``).
 
 The run's identity (backbone, task spec, method) is in ``run_dir/result.json`` (key ``config``),
 written by the runner; :mod:`aotp.inference` reads both.
