@@ -226,6 +226,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
     """Disk and memory figures of one run (see the module docstring for every formula)."""
     from aotp.estimate import choices_per_example
     from aotp.tasks.spec import TaskSpec
+    from aotp.trainer.loop import log_interval
 
     spec = TaskSpec.from_config(cfg.task)
     counts = count_parameters(cfg, spec.head, spec.num_labels)
@@ -256,7 +257,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
         evaluations = math.ceil(steps / (int(trainer.eval_every) if trainer.get("eval_every") else per_epoch)) + 1
 
     records = RECORD_BASE + RECORD_PER_EVAL * (evaluations or 0) \
-        + RECORD_PER_LOG_LINE * ((math.ceil(steps / int(trainer.log_every)) if steps else 0) + (evaluations or 0)) \
+        + RECORD_PER_LOG_LINE * ((math.ceil(steps / log_interval(trainer.get("log_every"), steps)) if steps else 0) + (evaluations or 0)) \
         + RECORD_PER_PREDICTION * (eval_examples or 0)
     pack = (4 * counts.reparam + 4 * counts.head + (table_bytes if options.get("save_table") else 0)) if is_aot else 0
     weights_kept = 4 * t if trainer.get("keep_weights", True) else 0

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,6 +31,9 @@ from aotp.config_checks import check_group_choices, check_values
 from aotp.results.lock import RunLocked, run_lock
 from aotp.results.record import (SCHEMA_VERSION, drop_previous, environment, git_info, read_record, run_dir_name,
                                  run_id, set_aside_previous, write_json_atomic)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("aotp.run")
 # The lines a user looks for in a run's log (data sizes, truncation, result, record path): printed, and
@@ -319,21 +322,14 @@ def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict)
 
 
 def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: dict, init_source: Path | None = None):
-    import torch
     from transformers import set_seed
 
     from aotp.models import TaskModel, build_backbone
     from aotp.models.task_model import pair_encoding_of
     from aotp.tasks import load_task_data
-    from aotp.trainer.checkpoint import save_tensors
-    from aotp.trainer.loop import Trainer, evaluate, predict_scores, select_device
+    from aotp.trainer.loop import Trainer, setup_device
 
-    if cfg.trainer.get("threads"):
-        torch.set_num_threads(int(cfg.trainer.threads))
-    device = select_device(cfg.trainer.device)
-    if device.type == "cuda" and cfg.trainer.get("tf32", True):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = setup_device(cfg.trainer)
     set_seed(int(cfg.seed))
     loggers = build_loggers(cfg, run_dir, identifier, config)
     backbone = build_backbone(cfg.model)

@@ -10,6 +10,7 @@ tasks mixed freely within a batch.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys

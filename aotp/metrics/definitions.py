@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats

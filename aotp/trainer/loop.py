@@ -51,6 +51,23 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def setup_device(trainer_cfg) -> torch.device:
+    """``trainer.threads`` (CPU threads), the device (``trainer.device``, auto: cuda > mps > cpu) and, on CUDA,
+    TF32 matmuls unless ``trainer.tf32=false``: what every training process sets before building a model."""
+    if trainer_cfg.get("threads"):
+        torch.set_num_threads(int(trainer_cfg.threads))
+    device = select_device(trainer_cfg.device)
+    if device.type == "cuda" and trainer_cfg.get("tf32", True):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def log_interval(log_every: Optional[int], total_steps: int) -> int:
+    """Train loss every ``log_every`` steps; null: every step up to 1,000 steps, else about 1,000 points per run."""
+    return int(log_every or max(1, math.ceil(total_steps / 1000)))
+
+
 def autocast_context(device: torch.device, precision: str):
     dtype = PRECISIONS[precision]
     return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
@@ -132,8 +149,7 @@ class Trainer:
         self.total_steps = int(cfg.max_steps) if cfg.get("max_steps") else int(cfg.epochs) * self.steps_per_epoch
         self.eval_every = int(cfg.eval_every) if cfg.get("eval_every") else self.steps_per_epoch
         self.checkpoint_every = int(cfg.get("checkpoint_every") or 0)
-        # train loss every log_every steps; null: every step up to 1,000 steps, else about 1,000 points per run
-        self.log_every = int(cfg.get("log_every") or max(1, math.ceil(self.total_steps / 1000)))
+        self.log_every = log_interval(cfg.get("log_every"), self.total_steps)
         self.checkpoint_dir = self.run_dir / "checkpoint"
         self.best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process
 

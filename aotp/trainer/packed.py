@@ -162,7 +162,7 @@ def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[Packe
     from aotp.results.record import git_info, read_record, run_dir_name, run_id
     from aotp.run import ConfigError, build_loggers, report_truncation, to_container, validate
     from aotp.tasks import load_task_data
-    from aotp.trainer.loop import Trainer, select_device
+    from aotp.trainer.loop import Trainer, setup_device
 
     runs = []
     shared_keys = None
@@ -185,12 +185,7 @@ def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[Packe
     if not runs:
         return [], None, None, None
     first = runs[0].cfg
-    if first.trainer.get("threads"):
-        torch.set_num_threads(int(first.trainer.threads))
-    device = select_device(first.trainer.device)
-    if device.type == "cuda" and first.trainer.get("tf32", True):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = setup_device(first.trainer)
     for run in runs:
         run.spec, run.method = validate(run.cfg)
         run.run_dir.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ def test_a_missing_source_is_a_one_line_error_before_any_model_is_built(tmp_path
 def test_the_cli_finds_the_source_from_its_own_overrides(tmp_path, mnli_run):
     result = run_cli(overrides(tmp_path, "task=glue/rte", "method.init_from=task:glue/mnli"), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"Warm start: " in result.stdout and mnli_run["run_dir"] in result.stdout
+    assert "Warm start: " in result.stdout and mnli_run["run_dir"] in result.stdout
     (record_path,) = [p for p in (tmp_path / "runs").glob("glue-rte*/result.json")]
     assert json.loads(record_path.read_text())["init_from"]["run_id"] == mnli_run["run_id"]
     missing = run_cli(overrides(tmp_path, "task=glue/rte", "method.init_from=task:glue/mnli", "seed=4"), timeout=600)

@@ -5,7 +5,7 @@ import pytest
 from aotp.registry import UnknownChoiceError
 from aotp.run import ConfigError, validate
 from aotp.tasks import DataFileError
-from tests.helpers import REPO_ROOT, compose, run_cli
+from tests.helpers import compose, run_cli
 
 BASE = ["model=tiny_bert", "task=glue/rte"]
 

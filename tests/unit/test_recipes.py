@@ -9,7 +9,6 @@ whose (method, backbone, task) has a recipe is composed and checked; a cited val
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

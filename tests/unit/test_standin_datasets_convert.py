@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from aotp.standin.__main__ import main
 from aotp.standin.datasets import GLUE_CONFIGS, SUPERGLUE_CONFIGS, fix_wsc_spans

@@ -35,7 +35,7 @@ def test_stats_on_known_sequences():
 
 def test_copa_short_max_length_is_refused_unless_allowed():
     data = copa_data(12)
-    train, validation = data["train"].truncation, data["validation"].truncation
+    train = data["train"].truncation
     assert train["examples"] == 10 and train["truncated"] == 10 and train["identical_choices"] > 0
     with pytest.raises(TruncationError, match=r"data.max_length=12 makes the choices of \d+ train, \d+ validation "
                                               r"multiple-choice examples identical.*data.allow_identical_choices=true"):
