@@ -18,6 +18,9 @@ Sections (each a list of records, see :func:`run_benchmarks`):
   single-task batch, paired per round.
 * ``train_step`` (optional) -- forward + backward + AdamW step of ``aot_fc`` vs ``full_ft``.
 
+What each method offers (its variants, the work it adds that can be timed alone, how it mixes
+tasks) the method says (:class:`aotp.methods.base.Method`); the names below are default choices only.
+
 Outputs are checked, not just produced: one untimed call per variant (under the memory profiler)
 must return finite logits of the expected shape that differ from the backbone's (the method's
 parameters were moved off their zero init); every timed call's result is checked for shape and
@@ -48,13 +51,17 @@ from typing import Any, Callable, Optional
 import torch
 
 from aotp.bench import timing
-from aotp.bench.multitask import MIXING, AoTServer, Server, build_servers
-from aotp.bench.variants import DEFAULT_VARIANTS, Variant, backbone_variant, base_model, build_variant
+from aotp.bench.multitask import AoTServer, Server, build_servers, mixing, unserved_methods
+from aotp.bench.variants import Variant, backbone_variant, base_model, build_variant, default_variants
 from aotp.models import build_backbone
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Default comparisons (choices of this benchmark, not knowledge of the methods): the multi-task servers,
+# the headline comparison and the training-step pair (the first is the reference).
 DEFAULT_MULTITASK = ("aot_fc/materialized", "lora/unmerged", "lora/merged", "adapter_houlsby/adapters",
                      "adapter_pfeiffer/adapters", "ptuning_v2/prefix16")
+DEFAULT_HEADLINE = ("full_ft/same_as_backbone", "aot_fc/materialized", "aot_fc/materialized_previous")
+TRAIN_STEP_METHODS = ("full_ft", "aot_fc")
 SCHEMA_VERSION = 2
 BENCHED_CODE = ("aotp/bench", "aotp/methods", "aotp/inference", "aotp/models")  # uncommitted changes here are recorded
 
@@ -68,13 +75,13 @@ class BenchConfig:
     dtype: str = "fp32"                       # model (and AoT table) dtype: fp32 | bf16 | fp16
     batch_sizes: tuple = (8, 32)
     seq_lens: tuple = (64, 128)
-    variants: tuple = DEFAULT_VARIANTS        # "method/variant" (see aotp.bench.variants)
+    variants: tuple = field(default_factory=default_variants)  # "method/variant": every registered method's defaults
     rounds: int = 6                           # timed rounds per grid point (after warm-up)
     warmup: int = 1
     baseline_every: int = 4                   # a backbone call after every k variants in a round
     lookup_repeats: int = 10                  # bias-lookup calls timed after every round
     headline: tuple = (32, 128)               # (batch, seq) of the focused headline comparison
-    headline_variants: tuple = ("full_ft/same_as_backbone", "aot_fc/materialized", "aot_fc/materialized_previous")
+    headline_variants: tuple = DEFAULT_HEADLINE
     headline_rounds: int = 20                 # rounds of the headline comparison (0 disables it)
     tasks: tuple = (1, 4, 16)                 # tasks mixed in one batch (multi-task section; () disables it)
     multitask_variants: tuple = DEFAULT_MULTITASK
@@ -82,7 +89,7 @@ class BenchConfig:
     multitask_seq_len: int = 128
     multitask_rounds: Optional[int] = None    # default: rounds
     memory: bool = True                       # activation-peak pass (profiler on CPU) per variant
-    train_rounds: int = 0                     # training-step benchmark (aot_fc vs full_ft); 0 disables
+    train_rounds: int = 0                     # training-step benchmark (TRAIN_STEP_METHODS); 0 disables
     num_labels: int = 2
     scale: float = 0.02                       # std of the perturbation of the methods' parameters
     seed: int = 0
@@ -221,12 +228,6 @@ class Bench:
         return make_inputs(self.backbone.tokenizer, self.vocab_size, batch, length,
                            self.cfg.seed + 7 * batch + 13 * length + salt, self.device)
 
-    def variant_options(self, spec: str) -> dict[str, Any]:
-        method, _, variant = spec.partition("/")
-        if method.startswith("aot") and variant in ("materialized", "materialized_previous") and self.cfg.dtype != "fp32":
-            return {"table_dtype": self.cfg.dtype}  # a low-precision model gets its table in its dtype
-        return {}
-
     def record(self, **fields) -> dict[str, Any]:
         record = {**self.common, **fields, "loadavg": timing.load_average()}
         self.records.append(record)
@@ -239,18 +240,16 @@ class Bench:
         for index, spec in enumerate(cfg.variants):
             self.log(f"  building {spec}")
             variant = build_variant(spec, self.base, self.work / "single", cfg.seed + 1 + index, cfg.scale,
-                                    self.variant_options(spec))
+                                    dtype=cfg.dtype)
             self.place(variant.model)  # built in fp32 on the CPU, then moved
-            if spec.startswith("aot"):
-                table = variant.model.aot.table
-                variant.facts["table_dtype_in_memory"] = str(table.dtype).replace("torch.", "") if table is not None else None
+            variant.facts.update(variant.impl.serving_facts(variant.model))
             variants.append(variant)
         if cfg.headline_rounds > 0:
             chosen = [v for v in variants if v.method == "backbone" or v.key in cfg.headline_variants]
             for index, spec in enumerate(s for s in cfg.headline_variants if s not in cfg.variants):
                 self.log(f"  building {spec} (headline only)")
                 extra = build_variant(spec, self.base, self.work / "headline", cfg.seed + 101 + index, cfg.scale,
-                                      self.variant_options(spec))
+                                      dtype=cfg.dtype)
                 self.place(extra.model)
                 chosen.append(extra)
             self.single_task_point(chosen, *cfg.headline, rounds=cfg.headline_rounds, kind="headline")
@@ -304,30 +303,22 @@ class Bench:
             self.record(kind="bias_lookup", batch_size=batch, seq_len=length, rounds=rounds, section=kind, **fields)
 
     def lookup_functions(self, variants: list[Variant], inputs, hidden) -> dict[str, tuple]:
-        """name -> (fn, method, variant, tasks, note): the work AoT adds, without the encoder
-        (``BiasHooks.run_without_encoder``: the provider, then each layer's bias added to hidden states)."""
+        """name -> (fn, method, variant, tasks, note): the work each method adds, without the encoder
+        (``Method.work_alone``; AoT: the hooks' provider, then each layer's bias added to hidden
+        states), and the forms the method compares it with that this benchmark names (its variants or
+        headline variants) but that are not built at this point."""
         ids = inputs["input_ids"]
         functions = {}
         keys = {v.key for v in variants}
+        wanted = set(self.cfg.variants) | set(self.cfg.headline_variants)
         for variant in variants:
-            if not variant.method.startswith("aot"):
+            if variant.impl is None:
                 continue
-            aot = variant.model.aot
-            mode = "previous" if variant.variant == "materialized_previous" else (
-                "materialized" if aot.materialized else "on_the_fly")
-            functions[variant.key] = (lambda aot=aot: aot.hooks.run_without_encoder(ids, hidden),
-                                      variant.method, variant.variant, 1, LOOKUP_NOTES[mode])
-            if variant.key == "aot_fc/materialized" and "aot_fc/materialized_previous" not in keys:
-                def previous(aot=aot):  # the same table through the hooks' previous path
-                    hooks = aot.hooks
-                    saved = hooks.provider, hooks.reuse_buffers
-                    hooks.provider, hooks.reuse_buffers = aot.lookup, False
-                    try:
-                        return hooks.run_without_encoder(ids, hidden)
-                    finally:
-                        hooks.provider, hooks.reuse_buffers = saved
-                functions["aot_fc/materialized_previous"] = (previous, "aot_fc", "materialized_previous", 1,
-                                                             LOOKUP_NOTES["previous"])
+            work = variant.impl.work_alone(variant.model, variant.variant, ids, hidden)
+            for index, (name, (fn, note)) in enumerate(work.items()):
+                key = f"{variant.method}/{name}"
+                if index == 0 or (key in wanted and key not in keys and key not in functions):
+                    functions[key] = (fn, variant.method, name, 1, note)
         return functions
 
     def check_output(self, name: str, out: torch.Tensor, shape: tuple, reference: torch.Tensor,
@@ -420,7 +411,7 @@ class Bench:
                     lookup_fns[f"{server.method}/{count}"] = (
                         lambda s=server, rt=row_tasks: s.lookup_alone(inputs["input_ids"], rt, hidden),
                         server.method, f"{server.variant}_mixed" if count > 1 else server.variant, count,
-                        LOOKUP_NOTES["mixed" if count > 1 else "materialized"])
+                        server.lookup_note(count))
         lookups = LookupTimer(lookup_fns, cfg, self.device)
         with torch.no_grad():
             results = timing.interleaved(calls, cfg.multitask_rounds or cfg.rounds, cfg.warmup, self.device,
@@ -444,7 +435,7 @@ class Bench:
                          "throughput_vs_single_task": statistics.median([1 / x for x in ratios]),
                          "vs_single_task_p10": timing.percentile(ratios, 0.1),
                          "vs_single_task_p90": timing.percentile(ratios, 0.9),
-                         "mixing": MIXING.get(f"{server.method}/{server.variant}", MIXING.get(server.method, "")),
+                         "mixing": server.mixing,
                          "tasks_loaded": len(server.heads)}
                 for kind in ("cpu", "gpu"):
                     other = timing.normalised_ratios(result, single, kind)
@@ -456,9 +447,9 @@ class Bench:
                         weights_bytes=weights, activation_peak_bytes=peak,
                         peak_memory_bytes=weights + peak if peak is not None else None,
                         outputs_checked=checks[name], rounds=cfg.multitask_rounds or cfg.rounds)
-        for method in ("full_ft", "bitfit"):
+        for method in unserved_methods():
             self.record(kind="multi_task", method=method, variant="-", tasks=max(counts), serving="not_timed",
-                        batch_size=batch, seq_len=length, mixing=MIXING[method], outputs_checked=None)
+                        batch_size=batch, seq_len=length, mixing=mixing(method).mixing, outputs_checked=None)
 
     def check_mixed(self, info, mixed: torch.Tensor, per_task: torch.Tensor, inputs) -> dict[str, Any]:
         """Mixed logits == per-task logits; encoder states of rows of other tasks != task 0's."""
@@ -490,7 +481,7 @@ class Bench:
         inputs = self.inputs(batch, length, salt=2)
         labels = torch.randint(0, cfg.num_labels, (batch,), generator=torch.Generator().manual_seed(3)).to(self.device)
         steps, models = {}, {}
-        for name in ("full_ft", "aot_fc"):
+        for name in TRAIN_STEP_METHODS:
             torch.manual_seed(cfg.seed)
             model = copy.deepcopy(self.base).float()
             METHODS.get(name)().apply(model)
@@ -504,9 +495,10 @@ class Bench:
                 optimizer.step()
                 return loss.detach().reshape(1)
             steps[name], models[name] = step, model
-        self.log(f"[bench] training step: {cfg.train_rounds} rounds of full_ft, aot_fc at batch {batch} x {length}")
+        self.log(f"[bench] training step: {cfg.train_rounds} rounds of {', '.join(TRAIN_STEP_METHODS)} "
+                 f"at batch {batch} x {length}")
         check = OutputCheck({name: (1,) for name in steps})
-        results = timing.interleaved(steps, cfg.train_rounds, 1, self.device, "full_ft", 1, check)
+        results = timing.interleaved(steps, cfg.train_rounds, 1, self.device, TRAIN_STEP_METHODS[0], 1, check)
         for name, result in results.items():
             self.record(kind="train_step", method=name, variant="train_step", tasks=1, batch_size=batch, seq_len=length,
                         dtype_note="fp32 training", **result.summary(batch),
@@ -564,14 +556,6 @@ class LookupTimer:
                         "share_of_backbone": statistics.median(shares), "share_of_backbone_p90": timing.percentile(shares, 0.9),
                         "timed_calls": len(flat), "note": note})
         return out
-
-
-LOOKUP_NOTES = {
-    "materialized": "as the hooks do it: per layer, gather the batch's rows of table[:, l] into a buffer + add the hidden states",
-    "previous": "the hooks' previous path: one gather table[input_ids] -> (N,T,L,d), then L out-of-place strided adds",
-    "on_the_fly": "reparametrization on the batch's unique tokens (all L), then per-layer gather + add",
-    "mixed": "multi-task: each task's rows of every layer gathered from its own table into one (N,T,d) slice + add",
-}
 
 
 def _server_modules(server: Server) -> list[torch.nn.Module]:

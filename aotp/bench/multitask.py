@@ -10,24 +10,26 @@ Serving "per task" = splitting the mixed batch into its T per-task sub-batches a
 ``single`` on each. Every task has its own head (a perturbed copy of the benchmark head); row r's
 logits come from its task's head in every server.
 
-How each method routes rows (``MIXING``):
+How a variant routes rows, the method says (``InferenceVariant.routing`` of
+``Method.inference_variant``, with a one-line ``mixing`` note); this module has one server per
+routing (:data:`SERVERS`) and names no method:
 
-* AoT (``aot_fc``): :class:`aotp.inference.MultiTaskModel` -- per-example task tables (each layer
-  gathers every row's bias from its task's table) and per-task heads; the backbone runs once.
-* LoRA, unmerged: :class:`RoutedLoRALinear` (written for this benchmark) keeps every task's factors
-  stacked, ``A: (T, r, d_in)``, ``B: (T, d_out, r)``, and computes
+* ``task_tables`` (AoT): :class:`aotp.inference.MultiTaskModel` -- per-example task tables (each
+  layer gathers every row's bias from its task's table) and per-task heads; the backbone runs once.
+* ``stacked_factors`` (LoRA, unmerged): :class:`RoutedLoRALinear` (written for this benchmark) keeps
+  every task's factors stacked, ``A: (T, r, d_in)``, ``B: (T, d_out, r)``, and computes
   ``W x + b + (alpha/r) B[task(r)] A[task(r)] x`` with the factors gathered per row and two batched
   matmuls (``torch.bmm``). A single-task batch takes the plain LoRA path (two ``F.linear``).
-* LoRA, merged: cannot mix -- the update lives inside W, so every task needs its own copy of the
-  weights; served as T per-task batches through T merged models.
-* Bottleneck adapters (Houlsby, Pfeiffer) and P-Tuning v2 prefixes: AdapterHub's ``BatchSplit``
+* ``per_task_copies`` (LoRA, merged): cannot mix -- the update lives inside W, so every task needs
+  its own copy of the weights; served as T per-task batches through T merged models.
+* ``batch_split`` (bottleneck adapters, P-Tuning v2 prefixes): AdapterHub's ``BatchSplit``
   composition routes contiguous slices of a batch to different adapters (``adapters`` 1.3.0
   supports it for bottleneck adapters and prefix tuning; its row-routing ``MultiTask`` block exists
   for LoRA only). The mixed batch is sorted by task (stable), run once with
   ``BatchSplit(*tasks_present, batch_sizes=counts)`` (inside each layer every adapter runs on its
   slice; prefix keys/values are per row), and the outputs are put back in the original order.
-* Full fine-tuning and BitFit: cannot mix -- task-specific backbone weights; T per-task batches
-  through T full models, the same computation as LoRA merged (not timed separately).
+* no routing (full fine-tuning, BitFit): cannot mix -- task-specific backbone weights; T per-task
+  batches through T full models, the same computation as ``per_task_copies`` (not timed separately).
 """
 
 from __future__ import annotations
@@ -42,24 +44,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aotp.bench.variants import build_variant, method_options, perturb_
-from aotp.methods import METHODS
+from aotp.bench.variants import build_variant, method_options, method_order, perturb_, resolve
+from aotp.methods import METHODS, InferenceVariant
 from aotp.methods.lora import LoRALinear
 from aotp.models import TaskModel
 
-MIXING = {
-    "aot_fc": "mixes: per-example task tables + heads in one backbone pass (MultiTaskModel)",
-    "aot_kron": "mixes: per-example task tables + heads in one backbone pass (MultiTaskModel)",
-    "lora/unmerged": "mixes: per-example LoRA factors (bench RoutedLoRALinear: gathered A, B + bmm)",
-    "lora/merged": "cannot mix tasks in one batch (B A merged into W): served as T per-task batches on T merged copies",
-    "adapter_houlsby": "mixes: AdapterHub BatchSplit (batch sorted by task, contiguous slices per adapter, unsorted)",
-    "adapter_pfeiffer": "mixes: AdapterHub BatchSplit (batch sorted by task, contiguous slices per adapter, unsorted)",
-    "ptuning_v2": "mixes: AdapterHub BatchSplit (per-example prefix keys/values)",
-    "full_ft": "cannot mix tasks in one batch (task-specific backbone weights): served as T per-task batches "
-               "on T full models -- same computation as lora/merged per task (not timed separately)",
-    "bitfit": "cannot mix tasks in one batch (task-specific bias values in the backbone): served as T per-task "
-              "batches on T models -- same computation as lora/merged per task (not timed separately)",
-}
+
+def mixing(spec: str) -> InferenceVariant:
+    """The method's word on how ``spec`` ("method/variant") serves a batch mixing tasks."""
+    return resolve(spec)[1]
+
+
+def unserved_methods() -> list[str]:
+    """Registered methods that have no multi-task server (no routing): their default variant cannot mix
+    tasks and is the same computation per task as a per-task-copies server, so it is not timed."""
+    return [name for name in method_order() if mixing(name).routing is None]
 
 
 def task_heads(base: TaskModel, count: int, seed: int, scale: float) -> list[nn.Module]:
@@ -125,7 +124,7 @@ class Server(ABC):
 
 # -- AoT -------------------------------------------------------------------------------------------
 class AoTServer(Server):
-    mixing = MIXING["aot_fc"]
+    """Routing ``task_tables``: T task packs on one backbone (:class:`aotp.inference.MultiTaskModel`)."""
 
     def __init__(self, method: str, base: TaskModel, tasks: int, work_dir: Path, seed: int, scale: float,
                  heads: list[nn.Module], variant: str = "materialized"):
@@ -133,7 +132,7 @@ class AoTServer(Server):
 
         super().__init__(heads)
         self.method, self.variant = method, variant
-        self.mixing = MIXING[method]
+        self.mixing = mixing(f"{method}/{variant}").mixing
         packs, self.task_facts = [], []
         for task in range(tasks):
             built = build_variant(f"{method}/{variant}", base, work_dir / f"{method}_task{task}", seed + task, scale)
@@ -154,6 +153,12 @@ class AoTServer(Server):
 
     def weights(self, tasks):
         return [self.model.backbone] + [self.model.sources[t] for t in range(tasks)] + self.heads[:tasks]
+
+    @staticmethod
+    def lookup_note(tasks: int) -> str:
+        from aotp.methods.aot.method import WORK_ALONE_NOTES
+
+        return WORK_ALONE_NOTES["mixed" if tasks > 1 else "materialized"]
 
     def lookup_alone(self, input_ids: torch.Tensor, row_tasks: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The bias work of one mixed forward without the encoder: rows grouped by task as
@@ -234,20 +239,22 @@ def lora_factors(model: TaskModel, tasks: int, seed: int, scale: float) -> dict[
     return factors
 
 
-def _lora_model(base: TaskModel) -> TaskModel:
+def _lora_model(base: TaskModel, method: str) -> TaskModel:
     model = copy.deepcopy(base)
-    METHODS.get("lora")(**method_options("lora")).apply(model)
+    METHODS.get(method)(**method_options(method)).apply(model)
     return model.eval()
 
 
 class RoutedLoRAServer(Server):
-    method, variant = "lora", "unmerged"
-    mixing = MIXING["lora/unmerged"]
+    """Routing ``stacked_factors``: every :class:`LoRALinear` of the method replaced by a
+    :class:`RoutedLoRALinear` holding the T tasks' factors."""
 
     def __init__(self, base: TaskModel, tasks: int, seed: int, scale: float, heads: list[nn.Module],
-                 factors: dict[str, dict[str, list]]):
+                 factors: dict[str, dict[str, list]], method: str, variant: str):
         super().__init__(heads)
-        self.model = _lora_model(base)
+        self.method, self.variant = method, variant
+        self.mixing = mixing(f"{method}/{variant}").mixing
+        self.model = _lora_model(base, method)
         self.router = Router()
         for name, module in list(self.model.backbone.named_modules()):
             if isinstance(module, LoRALinear):
@@ -279,19 +286,19 @@ class RoutedLoRAServer(Server):
 
 
 class MergedLoRAServer(Server):
-    """T merged LoRA models (cannot mix)."""
+    """Routing ``per_task_copies`` of a LoRA method: T merged models (cannot mix)."""
 
-    method, variant = "lora", "merged"
-    mixing = MIXING["lora/merged"]
     can_mix = False
 
     def __init__(self, base: TaskModel, tasks: int, heads: list[nn.Module], factors: dict[str, dict[str, list]],
-                 work_dir: Path):
+                 work_dir: Path, method: str, variant: str):
         super().__init__(heads)
+        self.method, self.variant = method, variant
+        self.mixing = mixing(f"{method}/{variant}").mixing
         self.models = []
-        method = METHODS.get("lora")(**method_options("lora"))
+        method_obj = METHODS.get(method)(**method_options(method))
         for task in range(tasks):
-            model = _lora_model(base)
+            model = _lora_model(base, method)
             with torch.no_grad():
                 for name, module in model.backbone.named_modules():
                     if isinstance(module, LoRALinear):
@@ -299,7 +306,7 @@ class MergedLoRAServer(Server):
                             a, b = factors[name][role][task]
                             module.lora_A[role].copy_(a)
                             module.lora_B[role].copy_(b)
-            method.prepare_for_inference(model, work_dir / f"lora_merged_task{task}")
+            method_obj.prepare_for_inference(model, work_dir / f"{method}_{variant}_task{task}")
             model.requires_grad_(False)
             self.models.append(model)
 
@@ -315,12 +322,15 @@ class MergedLoRAServer(Server):
 
 # -- AdapterHub (bottleneck adapters, prefix tuning) --------------------------------------------------
 class AdapterHubServer(Server):
+    """Routing ``batch_split``: T adapters of the method on one AdapterHub model."""
+
     def __init__(self, method: str, variant: str, base: TaskModel, tasks: int, seed: int, scale: float,
                  heads: list[nn.Module], options: Optional[dict[str, Any]] = None):
         super().__init__(heads)
         self.method, self.variant = method, variant
-        self.mixing = MIXING[method]
-        opts = {**method_options(method), **(options or {})}
+        form = mixing(f"{method}/{variant}")
+        self.mixing = form.mixing
+        opts = {**method_options(method), **form.options, **(options or {})}
         method_obj = METHODS.get(method)(**opts)
         torch.manual_seed(seed)
         self.model = copy.deepcopy(base)
@@ -328,7 +338,7 @@ class AdapterHubServer(Server):
         self.names = [method_obj.name] + [f"{method_obj.name}_task{t}" for t in range(1, tasks)]
         for name in self.names[1:]:
             self.model.backbone.add_adapter(name, config=method_obj.library_config())
-        marker = ".prefix_tunings." if method == "ptuning_v2" else ".adapters."
+        marker = method_obj.module_marker
         parameters = [p for n, p in self.model.named_parameters() if marker in n]
         perturb_(parameters, torch.Generator().manual_seed(seed), scale)
         method_obj.prepare_for_inference(self.model, None)
@@ -361,32 +371,42 @@ class AdapterHubServer(Server):
         return shared + own + list(self.model.buffers()) + self.heads[:tasks]
 
 
+def _lora_servers(method: str, variant: str, ctx: dict[str, Any]) -> Server:
+    # Both LoRA forms of one method serve the same T tasks' factors (drawn once per method).
+    factors = ctx["lora_factors"].get(method)
+    if factors is None:
+        factors = ctx["lora_factors"][method] = lora_factors(_lora_model(ctx["base"], method), ctx["tasks"],
+                                                             ctx["seed"] + 17, ctx["scale"])
+    if mixing(f"{method}/{variant}").routing == "per_task_copies":
+        return MergedLoRAServer(ctx["base"], ctx["tasks"], ctx["heads"], factors, ctx["work_dir"], method, variant)
+    return RoutedLoRAServer(ctx["base"], ctx["tasks"], ctx["seed"], ctx["scale"], ctx["heads"], factors, method, variant)
+
+
+# routing (InferenceVariant.routing) -> (method, variant, context) -> server
+SERVERS: dict[str, Callable[[str, str, dict[str, Any]], Server]] = {
+    "task_tables": lambda method, variant, ctx: AoTServer(method, ctx["base"], ctx["tasks"], ctx["work_dir"],
+                                                          ctx["own_seed"], ctx["scale"], ctx["heads"], variant),
+    "stacked_factors": _lora_servers,
+    "per_task_copies": _lora_servers,
+    "batch_split": lambda method, variant, ctx: AdapterHubServer(method, variant, ctx["base"], ctx["tasks"],
+                                                                 ctx["own_seed"], ctx["scale"], ctx["heads"]),
+}
+
+
 def build_servers(specs: list[str], base: TaskModel, tasks: int, work_dir: Path, seed: int, scale: float,
                   log: Callable[[str], None] = print) -> list[Server]:
     """Servers for ``specs`` (e.g. ``aot_fc/materialized``, ``lora/unmerged``, ``lora/merged``,
-    ``adapter_houlsby/adapters``, ``ptuning_v2/prefix16``), each holding ``tasks`` tasks."""
+    ``adapter_houlsby/adapters``, ``ptuning_v2/prefix16``), each holding ``tasks`` tasks; the server
+    of a spec is the one of the routing its method names for it."""
     heads = task_heads(base, tasks, seed, scale)
-    factors = None
+    ctx: dict[str, Any] = {"base": base, "tasks": tasks, "work_dir": work_dir / "multitask", "seed": seed,
+                           "scale": scale, "heads": heads, "lora_factors": {}}
     servers: list[Server] = []
     for index, spec in enumerate(specs):
-        method, _, variant = spec.partition("/")
+        method, form = resolve(spec)
         log(f"  multi-task: building {spec} with {tasks} tasks")
-        if method in ("aot_fc", "aot_kron"):
-            servers.append(AoTServer(method, base, tasks, work_dir / "multitask", seed + 1000 * (index + 1), scale, heads,
-                                     variant or "materialized"))
-        elif method == "lora":
-            if factors is None:
-                factors = lora_factors(_lora_model(base), tasks, seed + 17, scale)
-            if variant == "merged":
-                servers.append(MergedLoRAServer(base, tasks, heads, factors, work_dir / "multitask"))
-            else:
-                servers.append(RoutedLoRAServer(base, tasks, seed, scale, heads, factors))
-        elif method in ("adapter_houlsby", "adapter_pfeiffer"):
-            servers.append(AdapterHubServer(method, variant or "adapters", base, tasks, seed + 1000 * (index + 1), scale, heads))
-        elif method == "ptuning_v2":
-            length = int(variant[6:]) if variant.startswith("prefix") and variant[6:].isdigit() else 16
-            servers.append(AdapterHubServer(method, f"prefix{length}", base, tasks, seed + 1000 * (index + 1), scale, heads,
-                                            {"prefix_length": length}))
-        else:
-            raise ValueError(f"no multi-task server for {spec!r}; {method}: {MIXING.get(method, 'unknown')}")
+        if form.routing not in SERVERS:
+            raise ValueError(f"no multi-task server for {spec!r}; {method}: {form.mixing or 'unknown'}")
+        ctx["own_seed"] = seed + 1000 * (index + 1)
+        servers.append(SERVERS[form.routing](method, form.name, ctx))
     return servers

@@ -6,6 +6,10 @@ adapter or AoT model computes exactly the backbone), then ``method.prepare_for_i
 tmp_dir)`` (merge / materialise / nothing). Options come from ``configs/method/<name>.yaml`` (the
 options a run uses), overridden per variant.
 
+Which variants a method has, and what each is, the method says (:class:`aotp.methods.base.Method`:
+``benchmark_variants``, ``inference_variant``); nothing here names a method, so a newly registered
+method is benchmarked as it is. The registered ones:
+
 | method / variant                | what runs at inference                                              |
 |---------------------------------|---------------------------------------------------------------------|
 | backbone / frozen               | the frozen encoder + task head: the floor                           |
@@ -33,33 +37,24 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from aotp.methods import METHODS, Method
+from aotp.methods import METHODS, InferenceVariant, Method
 from aotp.models import TaskModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BACKBONE_NOTE = "frozen encoder + head: the floor"
 
-# (method, variant) -> method options (over the config file's) and whether prepare_for_inference runs.
-DEFAULT_VARIANTS: tuple[str, ...] = (
-    "full_ft/same_as_backbone", "bitfit/same_as_backbone", "lora/merged", "lora/unmerged",
-    "adapter_houlsby/adapters", "adapter_pfeiffer/adapters", "ptuning_v2/prefix16", "ptuning_v2/prefix64",
-    "aot_fc/materialized", "aot_fc/materialized_bf16", "aot_fc/on_the_fly", "aot_kron/materialized", "aot_kron/on_the_fly",
-)
 
-NOTES = {
-    "backbone": "frozen encoder + head: the floor",
-    "full_ft": "same computation as the backbone at inference (all weights differ, the architecture does not)",
-    "bitfit": "same computation as the backbone at inference (only bias values differ)",
-    "lora/merged": "B A merged into W by prepare_for_inference: a plain backbone",
-    "lora/unmerged": "apply only (prepare_for_inference, which merges, is skipped): W x + (alpha/r) B A x",
-    "adapter_houlsby": "AdapterHub DoubleSeqBn: 2 bottleneck adapters per layer",
-    "adapter_pfeiffer": "AdapterHub SeqBn: 1 bottleneck adapter per layer",
-    "ptuning_v2": "AdapterHub prefix tuning (flat): p extra keys/values per layer",
-    "aot/materialized": "table |V| x L x d memory-mapped; per layer a gather of the batch's rows + an add",
-    "aot/on_the_fly": "reparametrization on the batch's unique tokens (all L layers), then per-layer gather + add",
-    "aot/previous": "the same table through the hooks as they were before this benchmark's optimisation: one "
-                    "(N,T,L,d) gather table[input_ids] before the encoder, then per layer an out-of-place add of the "
-                    "strided slice (a fresh tensor per layer)",
-}
+def method_order() -> list[str]:
+    """Registered methods in the order of the results tables (``aggregate.METHOD_ORDER``), others after."""
+    from aotp.results.aggregate import METHOD_ORDER
+
+    names = METHODS.names()
+    return [n for n in METHOD_ORDER if n in names] + [n for n in names if n not in METHOD_ORDER]
+
+
+def default_variants() -> tuple[str, ...]:
+    """``"method/variant"`` for every registered method and every variant it benchmarks by default."""
+    return tuple(f"{name}/{variant}" for name in method_order() for variant in METHODS.get(name).benchmark_variants)
 
 
 def method_options(name: str) -> dict[str, Any]:
@@ -72,33 +67,15 @@ def method_options(name: str) -> dict[str, Any]:
     return dict(OmegaConf.to_container(OmegaConf.load(path)).get("options") or {})
 
 
-def parse_variant(spec: str) -> tuple[str, str, dict[str, Any], bool]:
-    """``"method/variant"`` -> (method, variant, option overrides, run prepare_for_inference)."""
+def resolve(spec: str, dtype: str = "fp32") -> tuple[str, InferenceVariant]:
+    """``"method/variant"`` -> (method name, the method's :class:`InferenceVariant`); a spec without a
+    variant names the method's first default one."""
     method, _, variant = spec.partition("/")
     if method not in METHODS.names():
         from aotp.registry import unknown_choice_message
         raise KeyError(unknown_choice_message("method", method, METHODS.names()))
-    prepare = True
-    overrides: dict[str, Any] = {}
-    if method == "lora":
-        if variant not in ("merged", "unmerged"):
-            raise ValueError(f"lora variants: merged, unmerged (got {spec!r})")
-        prepare = variant == "merged"
-    elif method == "ptuning_v2":
-        if not variant.startswith("prefix") or not variant[6:].isdigit():
-            raise ValueError(f"ptuning_v2 variants: prefix<p>, e.g. prefix16 (got {spec!r})")
-        overrides["prefix_length"] = int(variant[6:])
-    elif method in ("aot_fc", "aot_kron"):
-        mode, _, suffix = variant.partition("_") if variant.startswith("materialized") else (variant, "", "")
-        if mode not in ("materialized", "on_the_fly") or suffix not in ("", "fp16", "bf16", "previous"):
-            raise ValueError(f"{method} variants: materialized, materialized_<fp16|bf16>, materialized_previous, "
-                             f"on_the_fly (got {spec!r})")
-        overrides["inference_mode"] = mode
-        if mode == "materialized":  # the benchmark times the memory-mapped table file, as it was measured
-            overrides["save_table"] = True
-        if suffix in ("fp16", "bf16"):
-            overrides["table_dtype"] = suffix
-    return method, variant, overrides, prepare
+    cls = METHODS.get(method)
+    return method, cls.inference_variant(variant or cls.benchmark_variants[0], dtype)
 
 
 def perturb_(parameters, generator: torch.Generator, scale: float) -> int:
@@ -126,6 +103,7 @@ class Variant:
     forward: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     facts: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    impl: Optional[Method] = None  # the method object that built it (None: the backbone)
 
 
 def base_model(backbone, num_labels: int, seed: int) -> TaskModel:
@@ -140,12 +118,12 @@ def base_model(backbone, num_labels: int, seed: int) -> TaskModel:
 
 
 def build_variant(spec: str, base: TaskModel, work_dir: Path, seed: int, scale: float = 0.02,
-                  options: Optional[dict[str, Any]] = None) -> Variant:
-    """Build ``spec`` ("method/variant") from a copy of ``base`` (see the module docstring)."""
-    name, variant, overrides, prepare = parse_variant(spec)
-    method_cls = METHODS.get(name)
-    opts = {**method_options(name), **overrides, **(options or {})}
-    method: Method = method_cls(**opts)
+                  options: Optional[dict[str, Any]] = None, dtype: str = "fp32") -> Variant:
+    """Build ``spec`` ("method/variant") from a copy of ``base`` (see the module docstring); ``dtype``:
+    the dtype the model will run in (a method may prepare for it, e.g. AoT's table dtype)."""
+    name, form = resolve(spec, dtype)
+    opts = {**method_options(name), **form.options, **(options or {})}
+    method: Method = METHODS.get(name)(**opts)
     torch.manual_seed(seed)  # method inits (LoRA's A, adapters) are reproducible
     model = copy.deepcopy(base)
     method.apply(model)
@@ -153,22 +131,17 @@ def build_variant(spec: str, base: TaskModel, work_dir: Path, seed: int, scale: 
     model.eval()
     facts: dict[str, Any] = {"options": opts, "perturbed_values": moved,
                              "trainable_parameters": method.expected_trainable_parameters(model)}
-    if prepare:
-        prepared = method.prepare_for_inference(model, work_dir / spec.replace("/", "_"))
+    if form.prepare:
+        prepared = method.prepare_for_inference(model, work_dir / f"{name}_{form.name}")
         facts.update({k: v for k, v in prepared.items() if k not in ("pack_dir", "table_path", "reparam_path")})
     else:
         facts["prepare_for_inference"] = "skipped"
     model.requires_grad_(False)
-    if name.startswith("aot") and variant == "materialized_previous":
-        model.aot.hooks.provider = model.aot.lookup  # dense (N, T, L, d) gather
-        model.aot.hooks.reuse_buffers = False         # out-of-place add per layer
-        note = NOTES["aot/previous"]
-    elif name.startswith("aot"):
-        note = NOTES[f"aot/{opts['inference_mode']}"]
-    else:
-        note = NOTES.get(f"{name}/{variant}", NOTES.get(name, ""))
-    return Variant(spec, name, variant, model, lambda inputs, model=model: model(**inputs), facts, note)
+    if form.adjust is not None:
+        form.adjust(model)
+    return Variant(f"{name}/{form.name}", name, form.name, model, lambda inputs, model=model: model(**inputs), facts,
+                   form.note, method)
 
 
 def backbone_variant(base: TaskModel) -> Variant:
-    return Variant("backbone/frozen", "backbone", "frozen", base, lambda inputs: base(**inputs), {}, NOTES["backbone"])
+    return Variant("backbone/frozen", "backbone", "frozen", base, lambda inputs: base(**inputs), {}, BACKBONE_NOTE)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from dataclasses import replace
 
 from torch import nn
 
-from aotp.methods.base import Method
+from aotp.methods.base import InferenceVariant, Method
 from aotp.models.task_model import TaskModel
 
 
@@ -61,6 +62,15 @@ class AdapterHubMethod(Method):
     parameters are the ones named ``...<module_marker><name>....``; everything else is frozen."""
 
     module_marker: str  # ".adapters." (bottleneck adapters) or ".prefix_tunings." (prefix tuning)
+    # Nothing to merge: the benchmark serves the adapters as they are. AdapterHub's BatchSplit
+    # composition routes contiguous slices of a batch to different adapters, so a batch sorted by
+    # task mixes tasks (routing "batch_split").
+    benchmark_variants = ("adapters",)
+    mixing_note = "mixes: AdapterHub BatchSplit (batch sorted by task, contiguous slices per adapter, unsorted)"
+
+    @classmethod
+    def inference_variant(cls, variant: str, dtype: str = "fp32") -> InferenceVariant:
+        return replace(super().inference_variant(variant, dtype), routing="batch_split")
 
     @abstractmethod
     def library_config(self):

@@ -4,18 +4,67 @@ A method (1) freezes/injects parameters in ``apply``, (2) states which parameter
 (``is_trainable``), (3) states its trainable-parameter formula (``expected_trainable_parameters``),
 and (4) optionally rewrites the model for inference (``prepare_for_inference``: merge, materialise)
 without changing its logits. The trainer never branches on a method's name.
+
+The benchmark (:mod:`aotp.bench`) does not either; it asks the method (class attributes and
+hooks, all with defaults, so a new method is benchmarked as soon as it is registered):
+
+* ``benchmark_variants`` -- the inference variants it times by default (``"<method>/<variant>"``);
+* ``inference_variant(variant, dtype)`` -- what one variant is: option overrides, whether
+  ``prepare_for_inference`` runs, a model adjustment, a note, and how it serves a batch whose rows
+  belong to different tasks (``routing``: the per-example routing it supports, see
+  :class:`InferenceVariant`);
+* ``serving_facts(model)`` -- facts about the model as placed on the device (e.g. a table's dtype);
+* ``work_alone(model, variant, input_ids, hidden)`` -- the work the method adds to the encoder,
+  without the encoder, to be timed alone (AoT: the bias lookup and the L adds).
+
+``packable`` says whether runs of the method can share one backbone in one packed forward
+(:mod:`aotp.trainer.packed`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
 from aotp.models.task_model import TaskModel
 from aotp.registry import Registry
+
+
+@dataclass(frozen=True)
+class InferenceVariant:
+    """One way a finished model of a method is served, as the benchmark builds and times it.
+
+    The model is built as a run builds it (``apply`` with the method's config options updated by
+    ``options``), then ``prepare_for_inference`` if ``prepare``, then ``adjust(model)`` if given.
+
+    ``routing`` names how the variant serves a batch mixing several tasks' rows; the multi-task
+    benchmark keeps one server per routing (:data:`aotp.bench.multitask.SERVERS`):
+
+    * ``"task_tables"`` -- per-example task tables + heads, one backbone pass (AoT:
+      :class:`aotp.inference.MultiTaskModel`);
+    * ``"stacked_factors"`` -- every task's LoRA factors stacked, gathered per row;
+    * ``"batch_split"`` -- AdapterHub ``BatchSplit``: the batch sorted by task, contiguous slices
+      per adapter;
+    * ``"per_task_copies"`` -- cannot mix: T per-task batches through T prepared copies (timed);
+    * ``None`` -- cannot mix and not timed (the same computation per task as ``per_task_copies``).
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    prepare: bool = True
+    adjust: Optional[Callable[[TaskModel], None]] = None
+    note: str = ""
+    routing: Optional[str] = None
+    mixing: str = ""  # one line: how a mixed batch is served (or why it cannot be)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether one forward can serve rows of different tasks."""
+        return self.routing not in (None, "per_task_copies")
 
 
 class Method(ABC):
@@ -25,6 +74,15 @@ class Method(ABC):
     name: str = "base"
     # True where the method's inference form holds the cross-encoder head (AoT's multi-task packs)
     cross_encoded_only: bool = False
+    # True where runs of the method can share one backbone in a packed forward (aotp.trainer.packed)
+    packable: bool = False
+    # The inference variants the benchmark times by default; the base class knows one, "prepared":
+    # apply + prepare_for_inference, the form a finished run serves.
+    benchmark_variants: tuple[str, ...] = ("prepared",)
+    # What runs at inference (one line, in the benchmark records)
+    inference_note: str = ""
+    # How a batch mixing tasks is served (default: task-specific weights, so it cannot be mixed)
+    mixing_note: str = "cannot mix tasks in one batch (task-specific weights): served as T per-task batches on T models"
 
     def __init__(self, **options: Any):
         if options:
@@ -74,6 +132,27 @@ class Method(ABC):
         (e.g. ``{"table_bytes": ...}``). ``token_ids``: every token id the model will be given from now
         on (the runner's eval splits); a method may prepare only what those need (AoT: their table
         rows). Default: nothing to do."""
+        return {}
+
+    # -- benchmark (aotp.bench) ------------------------------------------------------------------
+    @classmethod
+    def inference_variant(cls, variant: str, dtype: str = "fp32") -> InferenceVariant:
+        """The :class:`InferenceVariant` named ``variant`` for a model run in ``dtype`` (fp32, bf16,
+        fp16); ``ValueError`` naming the valid variants. Default: the names in ``benchmark_variants``,
+        each apply + prepare_for_inference, unable to mix tasks."""
+        if variant not in cls.benchmark_variants:
+            raise ValueError(f"{cls.name} variants: {', '.join(cls.benchmark_variants)} (got {variant!r})")
+        return InferenceVariant(variant, note=cls.inference_note, mixing=cls.mixing_note)
+
+    def serving_facts(self, model: TaskModel) -> dict[str, Any]:
+        """Facts about ``model`` once placed on its device and dtype (for the benchmark record)."""
+        return {}
+
+    def work_alone(self, model: TaskModel, variant: str, input_ids: torch.Tensor,
+                   hidden: torch.Tensor) -> dict[str, tuple[Callable[[], Any], str]]:
+        """The work this method adds to the encoder's, without the encoder, for ``input_ids`` and
+        hidden states ``hidden`` (N, T, d): ``{variant name: (call, note)}``, the first entry ``variant``
+        itself, further entries forms of it to compare with. Default: none (nothing separable)."""
         return {}
 
 

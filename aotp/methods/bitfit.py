@@ -17,7 +17,8 @@ these models) and FFN width f, per family:
   layer_norm] + [2d if conv_kernel_size > 0]``, the position projections existing only when
   ``share_att_key`` is false.
 
-Plus the head. Inference: unchanged.
+Plus the head. Inference: unchanged, the same computation as the backbone (benchmark variant
+``same_as_backbone``); a batch cannot mix tasks (the bias values are task-specific).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def backbone_bias_count(config, family: str) -> int:
 @METHODS.register("bitfit")
 class BitFit(Method):
     name = "bitfit"
+    benchmark_variants = ("same_as_backbone",)
+    inference_note = "same computation as the backbone at inference (only bias values differ)"
+    mixing_note = ("cannot mix tasks in one batch (task-specific bias values in the backbone): served as T per-task "
+                   "batches on T models -- same computation as lora/merged per task (not timed separately)")
 
     def apply(self, model: TaskModel) -> TaskModel:
         self.freeze_all_but(model, is_bias)

@@ -13,6 +13,8 @@ Trainable parameters, with L layers, n adapters per layer (2 Houlsby, 1 Pfeiffer
 ``L * n * (2*d*m + m + d)  [+ L * 2 * 2*d layer-norm weights and biases if train_layer_norm]  + head``.
 
 Inference: the adapters stay (they are non-linear, nothing to merge); logits are unchanged.
+Benchmark variant ``adapters``; a batch mixes tasks through AdapterHub ``BatchSplit`` (one adapter
+per task, see :mod:`aotp.methods.adapterhub`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class HoulsbyAdapter(BottleneckAdapter):
     """Houlsby et al. 2019: adapters after attention and after the FFN, layer norms trained."""
 
     name = "adapter_houlsby"
+    inference_note = "AdapterHub DoubleSeqBn: 2 bottleneck adapters per layer"
     adapters_per_layer = 2
     default_non_linearity = "swish"  # AdapterHub's DoubleSeqBnConfig default
 
@@ -78,6 +81,7 @@ class PfeifferAdapter(BottleneckAdapter):
     """Pfeiffer et al. 2021: one adapter after the FFN (reusing the layer's own layer norm)."""
 
     name = "adapter_pfeiffer"
+    inference_note = "AdapterHub SeqBn: 1 bottleneck adapter per layer"
     adapters_per_layer = 1
     default_non_linearity = "relu"  # AdapterHub's SeqBnConfig default
 

@@ -9,6 +9,10 @@ Trainable parameters: ``sum over adapted projections of r * (d_in + d_out)`` + h
 
 Inference: ``W <- W + (alpha / r) B A`` is merged into each projection and the LoRA factors are
 removed, so the merged model is a plain backbone with no inference overhead; logits are unchanged.
+Benchmark variants: ``merged`` (that form) and ``unmerged`` (``apply`` only, ``W x + (alpha/r) B A x``
+per adapted projection). Multi-task serving: unmerged, a batch mixes tasks with every task's factors
+stacked and gathered per row (routing ``stacked_factors``); merged, it cannot (the update lives in
+W), T per-task batches through T merged copies (``per_task_copies``).
 
 Which modules are adapted is data, :data:`LORA_TARGETS` (family -> role -> module path inside each
 encoder layer). This is a small own implementation rather than AdapterHub's ``LoRAConfig``, because
@@ -31,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aotp.methods.base import METHODS, Method, head_parameter_count
+from aotp.methods.base import METHODS, InferenceVariant, Method, head_parameter_count
 from aotp.models.task_model import TaskModel
 
 # family -> role -> module path relative to ``encoder.layer.<i>``; ``path:q`` names the query rows
@@ -114,6 +118,7 @@ def merge_lora(module: LoRALinear) -> None:
 @METHODS.register("lora")
 class LoRA(Method):
     name = "lora"
+    benchmark_variants = ("merged", "unmerged")
 
     def __init__(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0,
                  targets: Iterable[str] = ("query", "value")):
@@ -172,3 +177,16 @@ class LoRA(Method):
         for module in merged:
             merge_lora(module)
         return {"lora_merged_modules": len(merged)}
+
+    @classmethod
+    def inference_variant(cls, variant: str, dtype: str = "fp32") -> InferenceVariant:
+        if variant == "merged":
+            return InferenceVariant(variant, note="B A merged into W by prepare_for_inference: a plain backbone",
+                                    routing="per_task_copies",
+                                    mixing="cannot mix tasks in one batch (B A merged into W): served as T per-task "
+                                           "batches on T merged copies")
+        if variant == "unmerged":
+            return InferenceVariant(variant, prepare=False, routing="stacked_factors",
+                                    note="apply only (prepare_for_inference, which merges, is skipped): W x + (alpha/r) B A x",
+                                    mixing="mixes: per-example LoRA factors (bench RoutedLoRALinear: gathered A, B + bmm)")
+        raise ValueError(f"{cls.name} variants: merged, unmerged (got {variant!r})")

@@ -19,7 +19,9 @@ Trainable parameters: the above ``+ head``. Dropout (option ``dropout``, P-Tunin
 backbone's hidden dropout 0.1) acts on the prefix keys/values during training only.
 
 Inference: a reparametrized prefix is materialised once into its flat form (the MLP is dropped);
-logits are unchanged.
+logits are unchanged. Benchmark variants ``prefix<p>`` (p prefix keys/values per layer; default
+``prefix16``, ``prefix64``); a batch mixes tasks through AdapterHub ``BatchSplit`` (per-example
+prefix keys/values).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 
 from aotp.methods.adapterhub import AdapterHubMethod
-from aotp.methods.base import METHODS, head_parameter_count
+from aotp.methods.base import METHODS, InferenceVariant, head_parameter_count
 from aotp.models.task_model import TaskModel
 
 
@@ -38,6 +40,9 @@ from aotp.models.task_model import TaskModel
 class PTuningV2(AdapterHubMethod):
     name = "ptuning_v2"
     module_marker = ".prefix_tunings."
+    benchmark_variants = ("prefix16", "prefix64")
+    inference_note = "AdapterHub prefix tuning (flat): p extra keys/values per layer"
+    mixing_note = "mixes: AdapterHub BatchSplit (per-example prefix keys/values)"
 
     def __init__(self, prefix_length: int = 16, reparametrize: bool = False, bottleneck_size: int = 512,
                  dropout: float = 0.1):
@@ -73,6 +78,14 @@ class PTuningV2(AdapterHubMethod):
         # model's mode; re-propagate the model's own mode to them.
         model.train(model.training)
         return {"prefix_parameters": self._prefix_size(model), "reparametrization": "materialised"}
+
+    @classmethod
+    def inference_variant(cls, variant: str, dtype: str = "fp32") -> InferenceVariant:
+        """``prefix<p>``: the flat prefix of length p (option ``prefix_length``)."""
+        if not variant.startswith("prefix") or not variant[6:].isdigit():
+            raise ValueError(f"{cls.name} variants: prefix<p>, e.g. prefix16 (got {variant!r})")
+        return InferenceVariant(variant, {"prefix_length": int(variant[6:])}, note=cls.inference_note,
+                                routing="batch_split", mixing=cls.mixing_note)
 
     def _prefix_size(self, model: TaskModel) -> int:
         return sum(p.numel() for n, p in model.named_parameters() if self.is_trainable(n))

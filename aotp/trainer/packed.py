@@ -65,10 +65,11 @@ log = logging.getLogger(__name__)
 
 
 def packable_method_names() -> list[str]:
-    """Methods whose runs can share one backbone in a packed forward (see the module docstring)."""
-    from aotp.methods.aot.method import aot_method_names
+    """Methods whose runs can share one backbone in a packed forward (their class says ``packable``;
+    see the module docstring)."""
+    from aotp.methods import METHODS
 
-    return aot_method_names()
+    return [name for name in METHODS.names() if METHODS.get(name).packable]
 
 
 def pack_configs(overrides: Sequence[str], seeds: Sequence[int], lrs: Sequence[float]):

@@ -10,8 +10,8 @@ import torch
 
 from aotp.bench import report, timing
 from aotp.bench.inference import BenchConfig, OutputCheck, run_benchmarks, summary
-from aotp.bench.multitask import MIXING, RoutedLoRAServer
-from aotp.bench.variants import DEFAULT_VARIANTS, parse_variant
+from aotp.bench.multitask import RoutedLoRAServer, mixing
+from aotp.bench.variants import default_variants, resolve
 from aotp.methods import METHODS
 
 TINY = {"source": "tiny", "name": "tiny_bert", "family": "bert"}
@@ -20,7 +20,7 @@ REQUIRED = {"model", "device", "threads", "dtype", "method", "variant", "tasks",
             "overhead_vs_backbone", "outputs_checked", "env"}
 ENV = {"git_sha", "torch", "threads", "loadavg_start", "loadavg_end", "cpu", "dtype", "config"}
 # P-Tuning v2 with short prefixes: the tiny model is small, the code path is the same.
-VARIANTS = tuple(v.replace("prefix16", "prefix4").replace("prefix64", "prefix8") for v in DEFAULT_VARIANTS)
+VARIANTS = tuple(v.replace("prefix16", "prefix4").replace("prefix64", "prefix8") for v in default_variants())
 MULTI = ("aot_fc/materialized", "lora/unmerged", "lora/merged", "adapter_houlsby/adapters",
          "adapter_pfeiffer/adapters", "ptuning_v2/prefix4")
 
@@ -62,7 +62,7 @@ def test_every_registered_method_is_benchmarked_with_outputs_checked(bench_run):
     assert {r["method"] for r in single} == set(METHODS.names()) | {"backbone"}
     for batch, length in ((4, 16), (4, 24)):
         at = {(r["method"], r["variant"]) for r in single if (r["batch_size"], r["seq_len"]) == (batch, length)}
-        assert at == {("backbone", "frozen")} | {parse_variant(v)[:2] for v in VARIANTS}
+        assert at == {("backbone", "frozen")} | {(m, form.name) for m, form in map(resolve, VARIANTS)}
     for record in single:
         check = record["outputs_checked"]
         assert check["shape"] == [record["batch_size"], 2] and check["finite"] is True
@@ -190,4 +190,7 @@ def test_percentile_and_mixing_table_cover_registered_methods():
     assert timing.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert timing.percentile([5.0], 0.9) == 5.0
     for name in METHODS.names():
-        assert name in MIXING or f"{name}/unmerged" in MIXING, f"say how {name} serves mixed batches"
+        for variant in METHODS.get(name).benchmark_variants:
+            form = mixing(f"{name}/{variant}")
+            assert form.mixing, f"say how {name}/{variant} serves mixed batches"
+            assert form.mixing.startswith("mixes") == form.mixes, form

@@ -40,6 +40,16 @@ Inference (``prepare_for_inference``), option ``inference_mode``:
 
 Either way ``artifact_dir`` receives a task pack (:mod:`aotp.methods.aot.pack`) that
 :class:`aotp.inference.MultiTaskModel` loads.
+
+Multi-task: since only the per-token input biases depend on the task, one backbone pass serves a
+batch mixing tasks (per-example task tables + heads, routing ``task_tables``), and runs of one
+backbone can be trained packed in one forward (``packable``).
+
+Benchmark variants (:meth:`AoTMethod.inference_variant`): ``materialized`` (the memory-mapped table
+file, ``save_table``), ``materialized_<fp16|bf16>`` (the table stored in that dtype),
+``materialized_previous`` (the same table through the hooks' previous dense path: one (N, T, L, d)
+gather ``table[input_ids]``, then out-of-place adds) and ``on_the_fly``. The work AoT adds is also
+timed alone (:meth:`AoTMethod.work_alone`: the hooks' provider + L adds, no encoder).
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ import math
 import time
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -61,7 +71,7 @@ from aotp.methods.aot.module import AoTBias
 from aotp.methods.aot.reparam import (ACTIVATIONS, FCReparametrization, KroneckerReparametrization, check_dropout,
                                       check_rank, kron_split)
 from aotp.methods.aot.table_io import TABLE_DTYPES, load_tensor_mmap, resolve_table_dtype, write_table
-from aotp.methods.base import METHODS, Method, head_parameter_count
+from aotp.methods.base import METHODS, InferenceVariant, Method, head_parameter_count
 from aotp.models.mixed_precision import UNIT_ROUNDOFF
 from aotp.models.task_model import TaskModel
 
@@ -72,6 +82,30 @@ TABLE_KEY = "aot.table"
 # on random RoBERTa/DeBERTa v1/v2 encoders of 2 to 48 layers, biases up to 87: at most 1.5 u x max|logit|
 # (no growth with depth: every layer norm renormalises). The runner's check allows this many u x max|logit|.
 TABLE_LOGIT_ROUNDINGS = 4
+
+# What runs at inference in each benchmark form, and what the bias work timed alone is.
+INFERENCE_NOTES = {
+    "materialized": "table |V| x L x d memory-mapped; per layer a gather of the batch's rows + an add",
+    "on_the_fly": "reparametrization on the batch's unique tokens (all L layers), then per-layer gather + add",
+    "previous": "the same table through the hooks as they were before this benchmark's optimisation: one "
+                "(N,T,L,d) gather table[input_ids] before the encoder, then per layer an out-of-place add of the "
+                "strided slice (a fresh tensor per layer)",
+}
+WORK_ALONE_NOTES = {
+    "materialized": "as the hooks do it: per layer, gather the batch's rows of table[:, l] into a buffer + add the hidden states",
+    "previous": "the hooks' previous path: one gather table[input_ids] -> (N,T,L,d), then L out-of-place strided adds",
+    "on_the_fly": "reparametrization on the batch's unique tokens (all L), then per-layer gather + add",
+    "mixed": "multi-task: each task's rows of every layer gathered from its own table into one (N,T,d) slice + add",
+}
+MIXING_NOTE = "mixes: per-example task tables + heads in one backbone pass (MultiTaskModel)"
+BENCH_TABLE_SUFFIXES = ("", "fp16", "bf16", "previous")
+
+
+def use_previous_path(model: TaskModel) -> None:
+    """Route the model's table through the hooks as they were before (the benchmark's comparison):
+    a dense (N, T, L, d) gather, and an out-of-place add per layer."""
+    model.aot.hooks.provider = model.aot.lookup
+    model.aot.hooks.reuse_buffers = False
 
 
 def backbone_shapes(backbone: nn.Module) -> tuple[int, int, int, int]:
@@ -88,6 +122,8 @@ class AoTMethod(Method):
     # The task pack (aotp.inference: one backbone serving many tasks in one batch) holds the
     # cross-encoder head; a siamese head would need its own serving path.
     cross_encoded_only = True
+    packable = True  # each run's biases routed to its rows of a packed batch (aotp.trainer.packed)
+    benchmark_variants = ("materialized", "on_the_fly")
 
     def __init__(self, rank: int, dropout: float = 0.0, table_dtype: str = "fp32",
                  inference_mode: str = "materialized", chunk_size: int = 1024, save_table: bool = False):
@@ -224,6 +260,50 @@ class AoTMethod(Method):
             facts["pack_dir"] = str(artifact_dir)
         return facts
 
+    # -- benchmark ---------------------------------------------------------------------------------
+    @classmethod
+    def inference_variant(cls, variant: str, dtype: str = "fp32") -> InferenceVariant:
+        """``materialized[_fp16|_bf16|_previous]`` or ``on_the_fly`` (module docstring). A model run in
+        fp16/bf16 gets its plain materialised table in its own dtype."""
+        mode, _, suffix = variant.partition("_") if variant.startswith("materialized") else (variant, "", "")
+        if mode not in INFERENCE_MODES or suffix not in BENCH_TABLE_SUFFIXES:
+            raise ValueError(f"{cls.name} variants: materialized, materialized_<fp16|bf16>, materialized_previous, "
+                             f"on_the_fly (got {variant!r})")
+        options: dict[str, Any] = {"inference_mode": mode}
+        if mode == "materialized":  # the benchmark times the memory-mapped table file, as it is served
+            options["save_table"] = True
+        if suffix in ("fp16", "bf16"):
+            options["table_dtype"] = suffix
+        elif mode == "materialized" and dtype != "fp32":
+            options["table_dtype"] = dtype
+        previous = suffix == "previous"
+        return InferenceVariant(variant, options, adjust=use_previous_path if previous else None,
+                                note=INFERENCE_NOTES["previous" if previous else mode], routing="task_tables",
+                                mixing=MIXING_NOTE)
+
+    def serving_facts(self, model: TaskModel) -> dict[str, Any]:
+        table = model.aot.table
+        return {"table_dtype_in_memory": str(table.dtype).replace("torch.", "") if table is not None else None}
+
+    def work_alone(self, model: TaskModel, variant: str, input_ids: torch.Tensor,
+                   hidden: torch.Tensor) -> dict[str, tuple[Callable[[], Any], str]]:
+        """The bias work (``BiasHooks.run_without_encoder``: the provider, then each layer's bias added
+        to ``hidden``); for ``materialized``, also the same table through the previous dense path."""
+        aot = model.aot
+        mode = "previous" if variant == "materialized_previous" else ("materialized" if aot.materialized else "on_the_fly")
+        out = {variant: (lambda: aot.hooks.run_without_encoder(input_ids, hidden), WORK_ALONE_NOTES[mode])}
+        if variant == "materialized":
+            def previous():
+                hooks = aot.hooks
+                saved = hooks.provider, hooks.reuse_buffers
+                hooks.provider, hooks.reuse_buffers = aot.lookup, False
+                try:
+                    return hooks.run_without_encoder(input_ids, hidden)
+                finally:
+                    hooks.provider, hooks.reuse_buffers = saved
+            out["materialized_previous"] = (previous, WORK_ALONE_NOTES["previous"])
+        return out
+
     def load_bias(self, backbone: nn.Module, pack_dir: Path, info: dict[str, Any],
                   table_dtype: Optional[str] = None) -> "AoTBias | torch.Tensor":
         """The bias source of a task pack: its table (the saved file memory-mapped, or materialised
@@ -260,6 +340,7 @@ class AoTFC(AoTMethod):
     """
 
     name = "aot_fc"
+    benchmark_variants = ("materialized", "materialized_bf16", "on_the_fly")
 
     def __init__(self, rank: int = 128, activation: str = "relu", dropout: float = 0.0, **options: Any):
         super().__init__(rank=rank, dropout=dropout, **options)
