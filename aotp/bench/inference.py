@@ -51,7 +51,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from aotp.bench import timing
-from aotp.bench.multitask import AoTServer, Server, build_servers, mixing, unserved_methods
+from aotp.bench.multitask import AoTServer, Server, build_servers, form_of, unserved_methods
 from aotp.bench.variants import Variant, backbone_variant, base_model, build_variant, default_variants
 from aotp.models import build_backbone
 
@@ -449,7 +449,7 @@ class Bench:
                         outputs_checked=checks[name], rounds=cfg.multitask_rounds or cfg.rounds)
         for method in unserved_methods():
             self.record(kind="multi_task", method=method, variant="-", tasks=max(counts), serving="not_timed",
-                        batch_size=batch, seq_len=length, mixing=mixing(method).mixing, outputs_checked=None)
+                        batch_size=batch, seq_len=length, mixing=form_of(method).mixing, outputs_checked=None)
 
     def check_mixed(self, info, mixed: torch.Tensor, per_task: torch.Tensor, inputs) -> dict[str, Any]:
         """Mixed logits == per-task logits; encoder states of rows of other tasks != task 0's."""

@@ -50,15 +50,16 @@ from aotp.methods.lora import LoRALinear
 from aotp.models import TaskModel
 
 
-def mixing(spec: str) -> InferenceVariant:
-    """The method's word on how ``spec`` ("method/variant") serves a batch mixing tasks."""
+def form_of(spec: str) -> InferenceVariant:
+    """The method's :class:`InferenceVariant` for ``spec`` ("method/variant"): how it is built and how it
+    serves a batch mixing tasks (``routing``, ``mixing``)."""
     return resolve(spec)[1]
 
 
 def unserved_methods() -> list[str]:
     """Registered methods that have no multi-task server (no routing): their default variant cannot mix
     tasks and is the same computation per task as a per-task-copies server, so it is not timed."""
-    return [name for name in method_order() if mixing(name).routing is None]
+    return [name for name in method_order() if form_of(name).routing is None]
 
 
 def task_heads(base: TaskModel, count: int, seed: int, scale: float) -> list[nn.Module]:
@@ -132,7 +133,7 @@ class AoTServer(Server):
 
         super().__init__(heads)
         self.method, self.variant = method, variant
-        self.mixing = mixing(f"{method}/{variant}").mixing
+        self.mixing = form_of(f"{method}/{variant}").mixing
         packs, self.task_facts = [], []
         for task in range(tasks):
             built = build_variant(f"{method}/{variant}", base, work_dir / f"{method}_task{task}", seed + task, scale)
@@ -253,7 +254,7 @@ class RoutedLoRAServer(Server):
                  factors: dict[str, dict[str, list]], method: str, variant: str):
         super().__init__(heads)
         self.method, self.variant = method, variant
-        self.mixing = mixing(f"{method}/{variant}").mixing
+        self.mixing = form_of(f"{method}/{variant}").mixing
         self.model = _lora_model(base, method)
         self.router = Router()
         for name, module in list(self.model.backbone.named_modules()):
@@ -294,7 +295,7 @@ class MergedLoRAServer(Server):
                  work_dir: Path, method: str, variant: str):
         super().__init__(heads)
         self.method, self.variant = method, variant
-        self.mixing = mixing(f"{method}/{variant}").mixing
+        self.mixing = form_of(f"{method}/{variant}").mixing
         self.models = []
         method_obj = METHODS.get(method)(**method_options(method))
         for task in range(tasks):
@@ -328,7 +329,7 @@ class AdapterHubServer(Server):
                  heads: list[nn.Module], options: Optional[dict[str, Any]] = None):
         super().__init__(heads)
         self.method, self.variant = method, variant
-        form = mixing(f"{method}/{variant}")
+        form = form_of(f"{method}/{variant}")
         self.mixing = form.mixing
         opts = {**method_options(method), **form.options, **(options or {})}
         method_obj = METHODS.get(method)(**opts)
@@ -377,7 +378,7 @@ def _lora_servers(method: str, variant: str, ctx: dict[str, Any]) -> Server:
     if factors is None:
         factors = ctx["lora_factors"][method] = lora_factors(_lora_model(ctx["base"], method), ctx["tasks"],
                                                              ctx["seed"] + 17, ctx["scale"])
-    if mixing(f"{method}/{variant}").routing == "per_task_copies":
+    if form_of(f"{method}/{variant}").routing == "per_task_copies":
         return MergedLoRAServer(ctx["base"], ctx["tasks"], ctx["heads"], factors, ctx["work_dir"], method, variant)
     return RoutedLoRAServer(ctx["base"], ctx["tasks"], ctx["seed"], ctx["scale"], ctx["heads"], factors, method, variant)
 

@@ -10,7 +10,7 @@ import torch
 
 from aotp.bench import report, timing
 from aotp.bench.inference import BenchConfig, OutputCheck, run_benchmarks, summary
-from aotp.bench.multitask import RoutedLoRAServer, mixing
+from aotp.bench.multitask import RoutedLoRAServer, form_of
 from aotp.bench.variants import default_variants, resolve
 from aotp.methods import METHODS
 
@@ -191,6 +191,6 @@ def test_percentile_and_mixing_table_cover_registered_methods():
     assert timing.percentile([5.0], 0.9) == 5.0
     for name in METHODS.names():
         for variant in METHODS.get(name).benchmark_variants:
-            form = mixing(f"{name}/{variant}")
+            form = form_of(f"{name}/{variant}")
             assert form.mixing, f"say how {name}/{variant} serves mixed batches"
             assert form.mixing.startswith("mixes") == form.mixes, form

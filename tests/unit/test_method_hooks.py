@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from aotp.bench.inference import BenchConfig, run_benchmarks
 from aotp.bench.multitask import unserved_methods
