@@ -296,7 +296,7 @@ class AoTMethod(Method):
             def previous():
                 hooks = aot.hooks
                 saved = hooks.provider, hooks.reuse_buffers
-                hooks.provider, hooks.reuse_buffers = aot.lookup, False
+                use_previous_path(model)
                 try:
                     return hooks.run_without_encoder(input_ids, hidden)
                 finally:
