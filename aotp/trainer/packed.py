@@ -5,8 +5,19 @@
 
 Each of the K = |seeds| x |lrs| runs is the run ``python -m aotp.run <overrides> seed=S method.lr=LR``
 would train: same composed config, hence the same run id, run directory and record form; a run whose
-record already says ``success`` is skipped, so a packed sweep is resumable like single runs (and the
-checkpoints of an interrupted pack are resumed run by run).
+record already says ``success`` is skipped. Sweeps use packing through ``make reproduce PACK=K``
+(:mod:`aotp.sweep_pack`).
+
+Locks and resumption, as for a run alone. Each run of a pack is trained under its ``run.lock``
+(:func:`lock_runs`): a run another process holds is left out of the pack, and a launch of a packed run
+alone refuses (or waits) while the pack trains it. Each run writes its own checkpoint, in the format of
+a run alone (``<run dir>/checkpoint``, :mod:`aotp.trainer.checkpoint`), after each of its evaluations and
+every ``trainer.checkpoint_every`` steps; a pack started again after a kill resumes each run from its
+own checkpoint (and a run alone could resume it too). On a CPU the resumed records and weights are
+bitwise those of an uninterrupted pack when the runs resume at one step (a kill while training or
+evaluating; tests/integration/test_sweep_pack.py). A kill between two runs' checkpoint saves of one
+step resumes them at different steps; later packed batches then hold other companions, whose padding
+and row count may change float rounding (a pack of 4 vs a pack of 1 moved weights by 4e-9 here).
 
 What is shared and what is not. The backbone (frozen: no gradient, no optimizer state) exists once.
 Every run keeps its own trainable parameters (task head + AoT reparametrization), AdamW state, LR

@@ -87,23 +87,26 @@ def test_a_packed_sweep_writes_the_records_of_the_sweep_alone_and_skips_them_on_
     assert all(path.read_bytes() == content for path, content in before.items())
 
 
-# The killed sweep runs in a child process that SIGKILLs itself at a fixed point: in the first forward after the
-# pack's fourth checkpoint save (all four runs checkpointed at step 2, the pack one forward into step 3), so
-# the kill lands mid-training at the same place on every machine.
+# The killed sweep runs in a child process that SIGKILLs itself at a fixed point, the same on every machine:
+# "training": in the first forward after the pack's fourth checkpoint save (all four runs checkpointed at step 2,
+# the pack one forward into step 3); "checkpointing": right after the sixth save, between two runs' saves of
+# step 4 (two runs checkpointed at step 4, two at step 2).
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import aotp.trainer.packed as packed
 
-saves, forwards = [0], [0]
+where, saves, forwards = {where!r}, [0], [0]
 save, logits = packed.PackedRun.checkpoint, packed.packed_logits
 
 def counted_save(self):
     save(self)
     saves[0] += 1
+    if where == "checkpointing" and saves[0] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 def killing_logits(*args, **kwargs):
-    if saves[0] >= 4:
+    if where == "training" and saves[0] >= 4:
         forwards[0] += 1
         if forwards[0] == 1:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -115,9 +118,12 @@ sys.exit(main({arguments!r}))
 """
 
 
-def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(tmp_path, capsys):
+@pytest.mark.parametrize("where", ["training", pytest.param("checkpointing", marks=pytest.mark.slow)])
+def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(where, tmp_path, capsys):
     """``kill -9`` during a pack's training, then the same command again: each run resumes from its own
-    checkpoint and the records (metrics, selection) and trained weights equal an uninterrupted sweep's exactly."""
+    checkpoint and the records (metrics, selection) and trained weights equal an uninterrupted sweep's, exactly
+    when the runs resume at one step. A kill between two runs' checkpoint saves resumes them at different steps:
+    later packed batches then hold other companions, which may move float rounding (tolerance 1e-6)."""
     from aotp.sweep_pack import main
 
     assert main(["--pack", "4", *arguments(tmp_path / "reference", methods="aot_fc")]) == 0
@@ -125,7 +131,7 @@ def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(tmp_path
     capsys.readouterr()
 
     killed = arguments(tmp_path / "resumed", methods="aot_fc")
-    script = KILLER.format(root=str(REPO_ROOT), arguments=["--pack", "4", *killed])
+    script = KILLER.format(root=str(REPO_ROOT), where=where, arguments=["--pack", "4", *killed])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": "1"}
     child = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -133,8 +139,8 @@ def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(tmp_path
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     runs = sorted((tmp_path / "resumed" / "runs").iterdir())
     assert len(runs) == 4 and not list((tmp_path / "resumed" / "runs").glob("*/result.json"))
-    steps = [json.loads((run / "checkpoint" / "complete.json").read_text())["step"] for run in runs]
-    assert steps == [2, 2, 2, 2]
+    steps = sorted(json.loads((run / "checkpoint" / "complete.json").read_text())["step"] for run in runs)
+    assert steps == ([2, 2, 2, 2] if where == "training" else [2, 2, 4, 4])
     assert all((run / "run.lock").exists() for run in runs)  # left by the killed process (its pid is gone)
 
     assert main(["--pack", "4", *killed]) == 0
@@ -142,14 +148,18 @@ def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(tmp_path
     assert output.count("Resuming ") == 4 and "from checkpoint at step 2/6" in output
     resumed = records(tmp_path / "resumed")
     assert set(resumed) == set(reference)
+    exact = where == "training"
     for name, want in reference.items():
         got = resumed[name]
         assert got["status"] == "success" and got["run_id"] == want["run_id"]
-        assert got["metrics"] == want["metrics"], name
-        assert [h["main"] for h in got["selection"]["history"]] == [h["main"] for h in want["selection"]["history"]]
         assert got["selection"]["steps_done"] == 6
+        assert got["metrics"] == (want["metrics"] if exact else pytest.approx(want["metrics"], abs=1e-6)), name
+        assert [h["main"] for h in got["selection"]["history"]] == [h["main"] for h in want["selection"]["history"]]
         for key, value in weights(want).items():
-            assert torch.equal(weights(got)[key], value), (name, key)
+            if exact:
+                assert torch.equal(weights(got)[key], value), (name, key)
+            else:
+                torch.testing.assert_close(weights(got)[key], value, atol=1e-6, rtol=0, msg=f"{name} {key}")
         assert not (Path(got["run_dir"]) / "checkpoint").exists() and not (Path(got["run_dir"]) / "run.lock").exists()
 
 
