@@ -11,7 +11,8 @@ record are those of the run launched alone. What changes is only how the runs ar
 
 1. **Packable runs** are those whose method keeps the backbone frozen and can be routed per example
    inside one forward (:func:`aotp.trainer.packed.packable_method_names`: AoT FC / Kronecker), that do
-   not warm-start from another run (``method.init_from``) and use ``data.pair_encoding=cross``.
+   not warm-start from another run (``method.init_from``) and use ``data.pair_encoding=cross``, AdamW's
+   default betas and eps and fp32 or bf16 (:func:`aotp.trainer.packed.unpackable_reason`).
 2. Packable runs whose composed configs are equal but for ``seed``, ``method.lr`` and the ``experiment``
    group (sweep bookkeeping such as ``experiment.lr_index``; :func:`aotp.trainer.packed.pack_key`) form
    a group: same task, model, method options, schedule, data. The group's runs that have not succeeded
@@ -60,11 +61,11 @@ class Job:
 
 
 def packable(cfg) -> bool:
-    """Can this run share a backbone with others in one forward (module docstring, point 1)?"""
-    from aotp.trainer.packed import packable_method_names
+    """Can this run share a backbone with others in one forward (module docstring, point 1;
+    :func:`aotp.trainer.packed.unpackable_reason`)?"""
+    from aotp.trainer.packed import unpackable_reason
 
-    return (cfg.method.name in packable_method_names() and cfg.method.get("init_from") in (None, "")
-            and cfg.data.get("pair_encoding", "cross") in (None, "cross"))
+    return unpackable_reason(cfg) is None
 
 
 def plan(overrides: Sequence[str], pack: int) -> tuple[list[str], list[Job], list[str]]:

@@ -82,6 +82,28 @@ def packable_method_names() -> list[str]:
     return aot_method_names()
 
 
+def unpackable_reason(cfg) -> Optional[str]:
+    """Why this run cannot be trained in a pack (None: it can). Besides the method (module docstring): a warm
+    start (``method.init_from``) is not loaded by :func:`build_pack`; ``fit_pack`` builds AdamW with the
+    default betas and eps and steps the schedule after an fp16 step the loss scaler skipped, so runs with
+    other ``trainer.adam_betas`` / ``adam_eps`` or ``trainer.precision=fp16`` would not be the runs alone."""
+    method = cfg.method.name
+    if method not in packable_method_names():
+        return (f"method={method} cannot be packed (its runs do not share a frozen backbone that "
+                f"per-example routing can serve); packable: {', '.join(packable_method_names())}")
+    if cfg.data.get("pair_encoding", "cross") not in (None, "cross"):
+        return "packed runs support data.pair_encoding=cross only"
+    if cfg.method.get("init_from") not in (None, ""):
+        return f"method.init_from={cfg.method.init_from}: packed runs do not warm-start; run it alone"
+    trainer = cfg.trainer
+    if [float(b) for b in trainer.get("adam_betas", [0.9, 0.999])] != [0.9, 0.999] \
+            or float(trainer.get("adam_eps", 1e-8)) != 1e-8:
+        return "packed runs use AdamW's default trainer.adam_betas=[0.9,0.999] and trainer.adam_eps=1e-8 only"
+    if trainer.precision == "fp16":
+        return "packed runs support trainer.precision=fp32 or bf16 (fp16's skipped steps are not handled)"
+    return None
+
+
 def pack_configs(overrides: Sequence[str], seeds: Sequence[int], lrs: Sequence[float]):
     """The K composed run configs, seeds outer, learning rates inner; each equals the config of
     ``python -m aotp.run <overrides> seed=S method.lr=LR``."""
@@ -91,12 +113,9 @@ def pack_configs(overrides: Sequence[str], seeds: Sequence[int], lrs: Sequence[f
         raise ConfigError("pack.seeds and pack.lrs must each name at least one value")
     configs = [compose([*overrides, f"seed={int(seed)}", f"method.lr={float(lr)!r}"])
                for seed, lr in itertools.product(seeds, lrs)]
-    method = configs[0].method.name
-    if method not in packable_method_names():
-        raise ConfigError(f"method={method} cannot be packed (its runs do not share a frozen backbone that "
-                          f"per-example routing can serve); packable: {', '.join(packable_method_names())}")
-    if configs[0].get("data", {}).get("pair_encoding", "cross") not in (None, "cross"):
-        raise ConfigError("packed runs support data.pair_encoding=cross only")
+    reason = unpackable_reason(configs[0])
+    if reason is not None:
+        raise ConfigError(reason)
     return configs
 
 
@@ -251,6 +270,9 @@ def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[Packe
                               started=time.time()))
     if not runs:
         return [], None, None, None
+    reason = unpackable_reason(runs[0].cfg)  # the same for every run of the pack (checked above)
+    if reason is not None:
+        raise ConfigError(reason)
     for run in runs:
         run.spec, run.method = validate(run.cfg)
     runs = lock_runs(runs)

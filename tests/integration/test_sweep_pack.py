@@ -173,3 +173,37 @@ def test_a_packed_sweep_refuses_a_parallel_launcher_and_a_bad_pack(tmp_path, cap
     with pytest.raises(SystemExit) as refused:
         main(["--pack", "0", *arguments(tmp_path)])
     assert refused.value.code == 2 and "--pack must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_the_plan_packs_runs_that_differ_only_in_seed_and_lr(tmp_path):
+    """Groups are per (task, method, ...); each is cut in sweep order into packs of up to K; a pack of one and
+    runs whose config rules packing out (here AdamW's eps, a warm start, BitFit) train alone; finished runs
+    are not planned."""
+    from aotp.sweep_pack import plan
+
+    def jobs(extra: list[str], pack: int = 3):
+        sweep = [a for a in arguments(tmp_path, methods="aot_fc,aot_kron,bitfit") if a != "task=glue/rte"]
+        plain, planned, done = plan([*sweep, "task=glue/rte,glue/mrpc", *extra], pack)
+        return [(len(j.runs), j.names[0].split("__")[0], j.names[0].split("__")[2]) for j in planned], done
+
+    planned, done = jobs([])
+    assert sorted(planned) == sorted([(3, task, m) for task in ("glue-rte", "glue-mrpc") for m in ("aot_fc", "aot_kron")]
+                                     + [(1, task, m) for task in ("glue-rte", "glue-mrpc") for m in ("aot_fc", "aot_kron")]
+                                     + [(1, task, "bitfit") for task in ("glue-rte", "glue-mrpc") for _ in range(4)])
+    assert done == []
+    planned, _ = jobs(["trainer.adam_eps=1e-6"])
+    assert all(size == 1 for size, _, _ in planned) and len(planned) == 24
+    planned, _ = jobs(["method.init_from=task:glue/mnli"], pack=4)
+    assert all(size == 1 for size, _, _ in planned)
+    # a finished run is left out of the plan; the other three of its group still make a pack
+    from aotp.results.record import run_dir_name, run_id
+    from aotp.run import compose, to_container
+
+    one = [a for a in arguments(tmp_path, methods="aot_fc") if not a.startswith(("seed=", "experiment.lr_index="))]
+    config = to_container(compose([*one, "seed=1", "experiment.lr_index=0"]))
+    folder = tmp_path / "runs" / run_dir_name(config, run_id(config))
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"status": "success", "metrics": {"main": 0.5}}))
+    planned, done = jobs([], pack=4)
+    assert done == [folder.name]
+    assert sorted(size for size, task, m in planned if (task, m) == ("glue-rte", "aot_fc")) == [3]
