@@ -29,7 +29,9 @@ re-run of the same command after a kill ends with the records an uninterrupted s
 Hydra multirun, a run that fails is recorded ``failed`` and the sweep goes on (exit code 0).
 
 The execution is sequential in one process, as Hydra's basic launcher; the parallel launchers
-(``local_gpus``, ``slurm``, ``submitit_local``) are refused with PACK > 1.
+(``local_gpus``, ``slurm``, ``submitit_local``) are refused with PACK > 1. The budget that ``make
+reproduce`` prints first (:mod:`aotp.budget`) counts K checkpoints at once; its memory figures are
+those of a run alone: a pack holds one backbone but K runs' activations (a K times larger batch).
 """
 
 from __future__ import annotations
