@@ -60,19 +60,27 @@ LAUNCH_ARGS = $(if $(filter local_gpus,$(LAUNCHER)),hydra.launcher.n_jobs=$(NUM_
 DISK_CHECK ?= 1
 DRY_RUN ?= 0
 JOBS ?= $(if $(filter local_gpus,$(LAUNCHER)),$(NUM_GPUS),1)
+# PACK=K: packable runs (AoT) that differ only in seed / learning rate train K at a time in one process on one
+# backbone (aotp/sweep_pack.py; LAUNCHER=basic); their K checkpoints coexist, so the budget counts K jobs.
+PACK ?= 1
+BUDGET_JOBS = $(if $(filter 1,$(PACK)),$(JOBS),$(PACK))
 SWEEP_ARGS = experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) $(LAUNCH_ARGS) paths.results=$(RESULTS) $(ARGS)
 
-reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS="overrides"] [DRY_RUN=1] [DISK_CHECK=0]
-	@test -n "$(EXPERIMENT)" || { echo "usage: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS=\"overrides\"] [DRY_RUN=1] [DISK_CHECK=0]"; \
+reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS="overrides"] [PACK=K] [DRY_RUN=1] [DISK_CHECK=0]
+	@test -n "$(EXPERIMENT)" || { echo "usage: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS=\"overrides\"] [PACK=K] [DRY_RUN=1] [DISK_CHECK=0]"; \
 		echo "experiments: $$(ls configs/experiment | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 2; }
 	@test "$(LAUNCHER)" != local_gpus || test "$(NUM_GPUS)" -gt 0 2>/dev/null || { echo "LAUNCHER=local_gpus found no GPU: set NUM_GPUS=<n>"; exit 2; }
 ifeq ($(DRY_RUN),1)
-	$(PY) -m aotp.estimate --budget --jobs $(JOBS) $(SWEEP_ARGS)
+	$(PY) -m aotp.estimate --budget --jobs $(BUDGET_JOBS) $(SWEEP_ARGS)
 else
 ifneq ($(DISK_CHECK),0)
-	$(PY) -m aotp.estimate --budget --check-disk $(RESULTS) --jobs $(JOBS) $(SWEEP_ARGS)
+	$(PY) -m aotp.estimate --budget --check-disk $(RESULTS) --jobs $(BUDGET_JOBS) $(SWEEP_ARGS)
 endif
+ifeq ($(PACK),1)
 	$(PY) -m aotp.run -m $(SWEEP_ARGS)
+else
+	$(PY) -m aotp.sweep_pack --pack $(PACK) $(SWEEP_ARGS)
+endif
 endif
 
 tables: $(STAMP)  ## run records -> tables/plots: make tables [RESULTS=results/runs] [TABLES=results/tables] [EXPERIMENT=<name>]

@@ -5,8 +5,19 @@
 
 Each of the K = |seeds| x |lrs| runs is the run ``python -m aotp.run <overrides> seed=S method.lr=LR``
 would train: same composed config, hence the same run id, run directory and record form; a run whose
-record already says ``success`` is skipped, so a packed sweep is resumable like single runs (and the
-checkpoints of an interrupted pack are resumed run by run).
+record already says ``success`` is skipped. Sweeps use packing through ``make reproduce PACK=K``
+(:mod:`aotp.sweep_pack`).
+
+Locks and resumption, as for a run alone. Each run of a pack is trained under its ``run.lock``
+(:func:`lock_runs`): a run another process holds is left out of the pack, and a launch of a packed run
+alone refuses (or waits) while the pack trains it. Each run writes its own checkpoint, in the format of
+a run alone (``<run dir>/checkpoint``, :mod:`aotp.trainer.checkpoint`), after each of its evaluations and
+every ``trainer.checkpoint_every`` steps; a pack started again after a kill resumes each run from its
+own checkpoint (and a run alone could resume it too). On a CPU the resumed records and weights are
+bitwise those of an uninterrupted pack when the runs resume at one step (a kill while training or
+evaluating; tests/integration/test_sweep_pack.py). A kill between two runs' checkpoint saves of one
+step resumes them at different steps; later packed batches then hold other companions, whose padding
+and row count may change float rounding (a pack of 4 vs a pack of 1 moved weights by 4e-9 here).
 
 What is shared and what is not. The backbone (frozen: no gradient, no optimizer state) exists once.
 Every run keeps its own trainable parameters (task head + AoT reparametrization), AdamW state, LR
@@ -72,6 +83,28 @@ def packable_method_names() -> list[str]:
     return [name for name in METHODS.names() if METHODS.get(name).packable]
 
 
+def unpackable_reason(cfg) -> Optional[str]:
+    """Why this run cannot be trained in a pack (None: it can). Besides the method (module docstring): a warm
+    start (``method.init_from``) is not loaded by :func:`build_pack`; ``fit_pack`` builds AdamW with the
+    default betas and eps and steps the schedule after an fp16 step the loss scaler skipped, so runs with
+    other ``trainer.adam_betas`` / ``adam_eps`` or ``trainer.precision=fp16`` would not be the runs alone."""
+    method = cfg.method.name
+    if method not in packable_method_names():
+        return (f"method={method} cannot be packed (its runs do not share a frozen backbone that "
+                f"per-example routing can serve); packable: {', '.join(packable_method_names())}")
+    if cfg.data.get("pair_encoding", "cross") not in (None, "cross"):
+        return "packed runs support data.pair_encoding=cross only"
+    if cfg.method.get("init_from") not in (None, ""):
+        return f"method.init_from={cfg.method.init_from}: packed runs do not warm-start; run it alone"
+    trainer = cfg.trainer
+    if [float(b) for b in trainer.get("adam_betas", [0.9, 0.999])] != [0.9, 0.999] \
+            or float(trainer.get("adam_eps", 1e-8)) != 1e-8:
+        return "packed runs use AdamW's default trainer.adam_betas=[0.9,0.999] and trainer.adam_eps=1e-8 only"
+    if trainer.precision == "fp16":
+        return "packed runs support trainer.precision=fp32 or bf16 (fp16's skipped steps are not handled)"
+    return None
+
+
 def pack_configs(overrides: Sequence[str], seeds: Sequence[int], lrs: Sequence[float]):
     """The K composed run configs, seeds outer, learning rates inner; each equals the config of
     ``python -m aotp.run <overrides> seed=S method.lr=LR``."""
@@ -81,12 +114,9 @@ def pack_configs(overrides: Sequence[str], seeds: Sequence[int], lrs: Sequence[f
         raise ConfigError("pack.seeds and pack.lrs must each name at least one value")
     configs = [compose([*overrides, f"seed={int(seed)}", f"method.lr={float(lr)!r}"])
                for seed, lr in itertools.product(seeds, lrs)]
-    method = configs[0].method.name
-    if method not in packable_method_names():
-        raise ConfigError(f"method={method} cannot be packed (its runs do not share a frozen backbone that "
-                          f"per-example routing can serve); packable: {', '.join(packable_method_names())}")
-    if configs[0].get("data", {}).get("pair_encoding", "cross") not in (None, "cross"):
-        raise ConfigError("packed runs support data.pair_encoding=cross only")
+    reason = unpackable_reason(configs[0])
+    if reason is not None:
+        raise ConfigError(reason)
     return configs
 
 
@@ -121,6 +151,7 @@ class PackedRun:
     examples_since: int = 0
     seconds_since: float = 0.0
     done: bool = False
+    lock: Any = None  # the run's RunLock while this process trains it
 
     def start_epoch(self) -> None:
         order = self.trainer.epoch_order(self.state["epoch"])
@@ -152,44 +183,121 @@ class PackedBiases:
         return torch.cat([bias.lookup(input_ids[rows]) for rows, bias in self.parts])
 
 
-def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[PackedRun], Any, Any, PackedBiases]:
-    """Validate the K configs, skip finished runs, build one backbone and K run views on it.
-    Returns (runs to train, backbone, bias hooks, bias provider); runs is empty when all are done."""
-    from transformers import set_seed
+def pack_key(config: dict) -> str:
+    """What the runs of one pack share: the whole composed config but ``seed``, ``method.lr`` and the
+    ``experiment`` group (sweep bookkeeping such as ``experiment.lr_index``, out of the run id; its effect
+    on a run is in the resolved values compared here, e.g. ``method.lr``, ``trainer.epochs``)."""
+    import json
 
-    from aotp.methods.aot.injector import BiasHooks
-    from aotp.models import TaskModel, build_backbone
-    from aotp.models.task_model import pair_encoding_of
-    from aotp.results.record import git_info, read_record, run_dir_name, run_id
-    from aotp.run import ConfigError, build_loggers, report_truncation, to_container, validate
-    from aotp.tasks import load_task_data
-    from aotp.trainer.loop import Trainer, setup_device
+    rest = {k: v for k, v in config.items() if k not in ("seed", "experiment")}
+    rest["method"] = {k: v for k, v in config["method"].items() if k != "lr"}
+    return json.dumps(rest, sort_keys=True, default=str)
+
+
+def finished(run_dir: Path, cfg) -> bool:
+    """The run's record says ``success`` (and ``force`` is off): it is skipped, as :func:`aotp.run.execute` skips it."""
+    from aotp.results.record import read_record
+
+    previous = read_record(run_dir / "result.json")
+    if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
+        print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); "
+              f"record: {run_dir / 'result.json'}", flush=True)
+        return True
+    return False
+
+
+def lock_runs(runs: list[PackedRun]) -> list[PackedRun]:
+    """Take each run's lock (``<run dir>/run.lock``, the lock of :func:`aotp.run.execute`), so a packed run and
+    a launch of the same run alone never train it twice. A run another live process holds is left out of the
+    pack (after ``lock.wait_seconds``), with the one-line message a sweep prints for it; a run that the
+    holder finished meanwhile is skipped. Returns the runs whose locks this process now holds."""
+    from aotp.results.lock import RunLocked, run_lock
+    from aotp.results.record import set_aside_previous
+    from aotp.run import ConfigError, to_container
+    from aotp.trainer.checkpoint import delete_checkpoint
+
+    locked = []
+    for run in runs:
+        cfg = run.cfg
+        try:
+            lock = run_lock(run.run_dir, to_container(cfg.lock) if cfg.get("lock") is not None else None)
+        except ValueError as error:
+            release_locks(locked)
+            raise ConfigError(str(error)) from None
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+        except RunLocked as error:
+            print(f"Error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+            continue
+        if finished(run.run_dir, cfg):  # the launch that held the lock finished it
+            lock.release()
+            continue
+        run.lock = lock
+        if cfg.get("force", False) and (run.run_dir / "result.json").exists():  # as aotp.run.execute_locked
+            set_aside_previous(run.run_dir)
+            delete_checkpoint(run.run_dir / "checkpoint")
+        locked.append(run)
+    return locked
+
+
+def release_locks(runs: Sequence[PackedRun]) -> None:
+    for run in runs:
+        if run.lock is not None:
+            run.lock.release()
+            run.lock = None
+
+
+def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[PackedRun], Any, Any, PackedBiases]:
+    """Validate the K configs, skip finished runs, take the others' locks (:func:`lock_runs`), build one
+    backbone and a run view on it per locked run. Returns (runs to train, backbone, bias hooks, bias
+    provider); runs is empty when none is left to train. The caller releases the locks (:func:`release_locks`)."""
+    from aotp.results.record import git_info, run_dir_name, run_id
+    from aotp.run import ConfigError, to_container, validate
 
     runs = []
     shared_keys = None
     for cfg in configs:
         config = to_container(cfg)
-        semantic = {k: v for k, v in config.items() if k not in ("seed", "method")}
-        method_rest = {k: v for k, v in config["method"].items() if k != "lr"}
         if shared_keys is None:
-            shared_keys = (semantic, method_rest)
-        elif (semantic, method_rest) != shared_keys:
+            shared_keys = pack_key(config)
+        elif pack_key(config) != shared_keys:
             raise ConfigError("packed runs must differ only in seed and method.lr")
         identifier = run_id(config)
         run_dir = Path(results_root or cfg.paths.results) / run_dir_name(config, identifier)
-        previous = read_record(run_dir / "result.json")
-        if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
-            print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')})")
+        if finished(run_dir, cfg):
             continue
         runs.append(PackedRun(cfg=cfg, config=config, identifier=identifier, run_dir=run_dir, git=git_info(),
                               started=time.time()))
     if not runs:
         return [], None, None, None
-    first = runs[0].cfg
-    device = setup_device(first.trainer)
+    reason = unpackable_reason(runs[0].cfg)  # the same for every run of the pack (checked above)
+    if reason is not None:
+        raise ConfigError(reason)
     for run in runs:
         run.spec, run.method = validate(run.cfg)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
+    runs = lock_runs(runs)
+    if not runs:
+        return [], None, None, None
+    try:
+        return _build_locked(runs)
+    except BaseException:
+        release_locks(runs)
+        raise
+
+
+def _build_locked(runs: list[PackedRun]) -> tuple[list[PackedRun], Any, Any, PackedBiases]:
+    from transformers import set_seed
+
+    from aotp.methods.aot.injector import BiasHooks
+    from aotp.models import TaskModel, build_backbone
+    from aotp.models.task_model import pair_encoding_of
+    from aotp.run import build_loggers, report_truncation
+    from aotp.tasks import load_task_data
+    from aotp.trainer.loop import Trainer, setup_device
+
+    first = runs[0].cfg
+    device = setup_device(first.trainer)
     # A run alone calls set_seed(seed) and then builds the backbone; if building consumes the global RNG
     # (it does not for tiny models), the methods' initialisation after it would differ: we replay it.
     set_seed(int(first.seed))
@@ -365,16 +473,23 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
 
 def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str, Any]]:
     """Train the K runs of ``configs`` packed; write each run's record (``success`` or ``failed``) exactly
-    as :func:`aotp.run.execute` would. Returns the records of the runs trained now (finished ones skipped)."""
-    import shutil
-
-    from aotp.results.record import environment, write_json_atomic
-    from aotp.run import base_record, finish_run
-
+    as :func:`aotp.run.execute` would, each under its run's lock. Returns the records of the runs trained
+    now (finished runs, and runs another process holds, left out)."""
     runs, _, _, provider = build_pack(configs, results_root)
+    if not runs:  # every run of the pack already succeeded (or is held by another process)
+        return []
+    try:
+        return _train_and_record(runs, provider)
+    finally:
+        release_locks(runs)
+
+
+def _train_and_record(runs: Sequence[PackedRun], provider: PackedBiases) -> list[dict[str, Any]]:
+    from aotp.results.record import drop_previous, environment, write_json_atomic
+    from aotp.run import base_record, finish_run
+    from aotp.trainer.checkpoint import delete_checkpoint
+
     records = []
-    if not runs:  # every run of the pack already succeeded
-        return records
     try:
         fit_pack(runs, provider)
     except Exception as error:  # noqa: BLE001 - the whole pack failed: every run gets a failed record
@@ -393,16 +508,21 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
                               run.run_dir, run.trainer.device, truncation=run.truncation)
             record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
                       "wall_seconds": time.time() - run.started}
-            (run.run_dir / "checkpoint").exists() and shutil.rmtree(run.run_dir / "checkpoint")
+            if not run.cfg.trainer.get("keep_weights", True):  # as aotp.run.execute_locked
+                (run.run_dir / "trainable.safetensors").unlink(missing_ok=True)
+                record["trainable_weights"] = "deleted after success (trainer.keep_weights=false)"
         except Exception as error:  # noqa: BLE001 - this run failed; the others still get their records
             record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                       "traceback": traceback.format_exc(), "wall_seconds": time.time() - run.started,
                       "env": environment(git=run.git)}
         write_json_atomic(run.run_dir / "result.json", record)
+        if record["status"] == "success":
+            delete_checkpoint(run.run_dir / "checkpoint")  # after the record: a kill in between leaves a finished run
+            drop_previous(run.run_dir)
         run.loggers.finish(record)
         if record["status"] == "success":
             print(f"{run.spec.full_name} seed={run.cfg.seed} lr={run.cfg.method.lr}: dev main={record['metrics']['main']:.4f}"
-                  f" | record: {run.run_dir / 'result.json'}")
+                  f" | record: {run.run_dir / 'result.json'}", flush=True)
         records.append(record)
     return records
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -178,3 +179,38 @@ def test_packed_regression_and_multiple_choice_runs_equal_runs_alone(task, tmp_p
         weights = load_file(f"{packed[lr]['run_dir']}/trainable.safetensors")
         for name, value in load_file(f"{single['run_dir']}/trainable.safetensors").items():
             torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=0, msg=f"{lr} {name}")
+
+
+def test_packed_runs_take_their_run_locks(tmp_path, monkeypatch, capsys):
+    """A packed run is trained under its ``run.lock``: a run another launch holds is left out of the pack (one
+    line naming the holder), and a launch of a run alone while the pack trains it refuses, as for a run alone."""
+    import aotp.trainer.packed as packed
+    from aotp.results.lock import RunLock, RunLocked
+    from aotp.results.record import run_dir_name, run_id
+    from aotp.run import execute, to_container
+
+    configs = packed.pack_configs(overrides("aot_fc", tmp_path), [1, 2], [1e-3])
+    run_dirs = [tmp_path / "runs" / run_dir_name(to_container(c), run_id(to_container(c))) for c in configs]
+    run_dirs[1].mkdir(parents=True)
+    refusals = []
+    fit = packed.fit_pack
+
+    def fit_checking_locks(runs, provider):  # while the pack trains, launch its run alone
+        with pytest.raises(RunLocked) as refused:
+            execute(configs[0])
+        refusals.append(str(refused.value))
+        return fit(runs, provider)
+
+    monkeypatch.setattr(packed, "fit_pack", fit_checking_locks)
+    with RunLock(run_dirs[1]):  # another launch trains seed 2
+        trained = packed.execute_pack(configs)
+    assert [r["seed"] for r in trained] == [1]
+    assert "run.lock" in capsys.readouterr().err.split(f"Error: run {run_dirs[1].name} is being trained by pid")[1]
+    assert not (run_dirs[1] / "result.json").exists() and not (run_dirs[1] / "metrics.jsonl").exists()
+    (refusal,) = refusals
+    assert f"run {run_dirs[0].name} is being trained by pid {os.getpid()}" in refusal
+    assert not (run_dirs[0] / "run.lock").exists()  # released after the pack
+    # the held run is trained by the next launch of the pack, the finished one skipped
+    monkeypatch.setattr(packed, "fit_pack", fit)
+    assert [r["seed"] for r in packed.execute_pack(configs)] == [2]
+    assert not list((tmp_path / "runs").glob("*/run.lock"))
