@@ -156,12 +156,12 @@ def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[Packe
     Returns (runs to train, backbone, bias hooks, bias provider); runs is empty when all are done."""
     from transformers import set_seed
 
+    from aotp.assembly import build_model, load_data, parameter_counts
     from aotp.methods.aot.injector import BiasHooks
-    from aotp.models import TaskModel, build_backbone
+    from aotp.models import build_backbone
     from aotp.models.task_model import pair_encoding_of
     from aotp.results.record import git_info, read_record, run_dir_name, run_id
     from aotp.run import ConfigError, build_loggers, report_truncation, to_container, validate
-    from aotp.tasks import load_task_data
     from aotp.trainer.loop import Trainer, setup_device
 
     runs = []
@@ -205,18 +205,13 @@ def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[Packe
         if pooler is not None:
             backbone.model.pooler = pooler  # TaskModel initialises BERT's head from the pooler, then drops it
         run.loggers = build_loggers(cfg, run.run_dir, run.identifier, run.config)
-        model = TaskModel(backbone, run.spec.head, run.spec.num_labels, seed=int(cfg.seed),
-                          pair_encoding=pair_encoding_of(cfg.data))
-        run.method.apply(model)
+        model = build_model(backbone, run.method, run.spec.head, run.spec.num_labels, seed=int(cfg.seed),
+                            pair_encoding=pair_encoding_of(cfg.data))
         model.aot.hooks.detach()  # the pack's hooks (below) route every row to its run's biases
         run.model = model
-        run.params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                      "total": sum(p.numel() for p in model.parameters()),
-                      "expected_trainable": run.method.expected_trainable_parameters(model)}
+        run.params = parameter_counts(model, run.method)
         run.loggers.describe({"params": {**run.params, "share": run.params["trainable"] / run.params["total"]}})
-        cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
-        run.data = load_task_data(run.spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
-                                  seed=int(cfg.seed), cache_dir=cache_dir)
+        run.data = load_data(cfg, run.spec, backbone)
         run.truncation = report_truncation(run.data, cfg.data)  # refuses choices made identical by truncation
         run.trainer = Trainer(cfg.trainer, model, run.method, run.data, run.run_dir, run.loggers, device, int(cfg.seed))
     hooks = BiasHooks(provider).attach(backbone.model)
@@ -367,10 +362,11 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
     as :func:`aotp.run.execute` would. Returns the records of the runs trained now (finished ones skipped)."""
     import shutil
 
+    from aotp.assembly import RunParts
     from aotp.results.record import environment, write_json_atomic
     from aotp.run import base_record, finish_run
 
-    runs, _, _, provider = build_pack(configs, results_root)
+    runs, backbone, _, provider = build_pack(configs, results_root)
     records = []
     if not runs:  # every run of the pack already succeeded
         return records
@@ -388,8 +384,10 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
         provider.single = run.model.aot
         base = base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
         try:
-            part = finish_run(run.cfg, run.spec, run.method, run.model, run.data, run.trainer, run.state, run.params,
-                              run.run_dir, run.trainer.device, truncation=run.truncation)
+            parts = RunParts(run.cfg, run.spec, run.method, backbone, run.model, run.trainer.collator, run.trainer.device,
+                             run.data)
+            part = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
+                              truncation=run.truncation)
             record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
                       "wall_seconds": time.time() - run.started}
             (run.run_dir / "checkpoint").exists() and shutil.rmtree(run.run_dir / "checkpoint")
