@@ -46,16 +46,19 @@ def write_predictions(path: Path, formatted: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     groups = formatted.get("groups")
-    with open(temporary, "w") as handle:
-        for i, prediction in enumerate(formatted["predictions"]):
-            line = {"idx": _plain(formatted["ids"][i]), "prediction": _plain(prediction),
-                    "label": _plain(formatted["references"][i])}
-            if groups is not None:
-                line["group"] = _plain(groups[i])
-            handle.write(json.dumps(line) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            for i, prediction in enumerate(formatted["predictions"]):
+                line = {"idx": _plain(formatted["ids"][i]), "prediction": _plain(prediction),
+                        "label": _plain(formatted["references"][i])}
+                if groups is not None:
+                    line["group"] = _plain(groups[i])
+                handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:  # a failed write leaves the earlier file (if any) and no temporary behind
+        temporary.unlink(missing_ok=True)
 
 
 def _plain(value):
