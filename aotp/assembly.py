@@ -101,7 +101,7 @@ def build_run(cfg: Mapping[str, Any], spec=None, method=None, device: Optional[s
 
     spec = spec if spec is not None else TaskSpec.from_config(cfg["task"])
     method = method if method is not None else build_method(cfg["method"])
-    torch_device = setup_device(cfg["trainer"], device)
+    torch_device = setup_device(cfg.get("trainer") or {}, device)
     set_seed(int(cfg["seed"]))  # the method's initialisation draws from the global generators
     backbone = build_backbone(cfg["model"])
     model = build_model(backbone, method, spec.head, spec.num_labels, seed=int(cfg["seed"]),
