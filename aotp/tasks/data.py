@@ -246,4 +246,5 @@ def task_collator(spec: TaskSpec, pad_token_id: Optional[int]) -> Collator:
     """The collator of ``spec``'s batches: padded with the backbone's pad id (0 when it has none), labels as
     floats for a regression head and class / choice ids otherwise. Training, evaluation and serving of a
     run all batch through this one."""
-    return Collator(pad_token_id=pad_token_id or 0, label_dtype=torch.float32 if spec.head == "regression" else torch.long)
+    label_dtype = torch.float32 if spec.head == "regression" else torch.long
+    return Collator(pad_token_id=pad_token_id or 0, label_dtype=label_dtype)

@@ -384,8 +384,8 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
         provider.single = run.model.aot
         base = base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
         try:
-            parts = RunParts(run.cfg, run.spec, run.method, backbone, run.model, run.trainer.collator, run.trainer.device,
-                             run.data)
+            parts = RunParts(run.cfg, run.spec, run.method, backbone, run.model, run.trainer.collator,
+                             run.trainer.device, run.data)
             part = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
                               truncation=run.truncation)
             record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
