@@ -105,9 +105,9 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
     """Build backbone + head + method on the ``meta`` device (no weights, no download) and count."""
     import torch
 
+    from aotp.assembly import build_model
     from aotp.methods import build_method
     from aotp.methods.aot.method import AoTMethod
-    from aotp.models import TaskModel
     from aotp.models.builders import ARCHITECTURE_CONFIGS, Backbone, build_backbone
 
     key = json.dumps([OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.method, resolve=True),
@@ -132,9 +132,8 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
             source = "built"
         backbone_parameters = sum(p.numel() for p in backbone.model.parameters())
         config = backbone.model.config
-        model = TaskModel(backbone, head_type, num_outputs)
         method = build_method(cfg.method)
-        method.apply(model)
+        model = build_model(backbone, method, head_type, num_outputs)
     reparam = sum(p.numel() for n, p in model.named_parameters() if n.startswith("aot.")) \
         if isinstance(method, AoTMethod) else 0
     counts = Counts(total=sum(p.numel() for p in model.parameters()),

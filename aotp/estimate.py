@@ -263,14 +263,14 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
              out: Optional[Path] = None) -> dict[str, Any]:
     import torch
 
+    from aotp.assembly import build_model
     from aotp.methods import build_method
-    from aotp.models import TaskModel
     from aotp.models.builders import build_backbone, build_for_timing
     from aotp.results.record import read_record, run_dir_name, run_id
     from aotp.config_checks import check_values
     from aotp.run import compose, to_container
     from aotp.tasks.spec import TaskSpec
-    from aotp.trainer.loop import select_device
+    from aotp.trainer.loop import setup_device
 
     runs, plain = sweep_override_lists(overrides)
     print(f"{len(runs)} runs in the sweep ({' '.join(plain)})", flush=True)
@@ -286,15 +286,11 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
     device_name = None
     for (model_name, method_name), members in groups.items():
         first = members[0][0]
-        if first.trainer.get("threads"):
-            torch.set_num_threads(int(first.trainer.threads))
-        device = select_device(first.trainer.device)
+        device = setup_device(first.trainer)  # threads, device and TF32 as the runs set them
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
         tick = time.perf_counter()
         backbone, weights = build_for_timing(first.model)
-        model = TaskModel(backbone, "classification", 2)
-        build_method(first.method).apply(model)
-        model.to(device)
+        model = build_model(backbone, build_method(first.method), "classification", 2).to(device)
         build_seconds = time.perf_counter() - tick
         tokenizer, tokenizer_note = backbone.tokenizer, "the model's"
         if tokenizer is None:  # offline hub model: MiniLM's WordPiece stands in for the lengths

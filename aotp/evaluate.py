@@ -3,7 +3,7 @@
     python -m aotp.evaluate run=<run dir> [task=glue/ax] [data.root=DIR] [data.max_eval_samples=N|null]
                             [output=DIR] [device=auto] [batch_size=N]
 
-The run is rebuilt from its record: the config in ``result.json`` gives the backbone
+The run is rebuilt from its record (:func:`aotp.assembly.load_run`): the config in ``result.json`` gives the backbone
 (:func:`aotp.models.build_backbone`), the head (:class:`aotp.models.TaskModel` for the trained task) and
 the method (:func:`aotp.methods.build_method`, then ``apply``); ``trainable.safetensors`` is loaded with
 ``method.load_trainable_state_dict``. Without ``task=`` the run's own task is scored on its eval
@@ -30,15 +30,12 @@ Writes ``<output>/<benchmark>-<task>.json`` (metrics, main, label mapping, split
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
+from aotp.assembly import RunError, RunParts, load_run  # noqa: F401  (RunError, load_run: this module's API)
 from aotp.cli import Refusal
 
 USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
@@ -47,72 +44,6 @@ ARGUMENTS = ("run", "task", "data.root", "data.max_eval_samples", "output", "dev
 BOOTSTRAP_DRAWS = 1000
 # The run's own eval subset (its ``data.max_eval_samples``) unless the caller overrides it.
 RUN_SETTING = object()
-
-
-class RunError(Refusal, ValueError):
-    """A run that cannot be loaded or cannot score the requested task; the message says why."""
-
-
-@dataclass
-class LoadedRun:
-    run_dir: Path
-    record: dict[str, Any]
-    config: dict[str, Any]
-    spec: Any  # TaskSpec of the trained task
-    model: Any  # TaskModel with the run's trainable weights
-    tokenizer: Any
-    uses_token_type_ids: bool
-    device: Any
-    collator: Any
-
-
-def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
-    """Rebuild a finished run's model from ``result.json`` + ``trainable.safetensors``."""
-    from safetensors.torch import load_file
-
-    from aotp.methods import build_method
-    from aotp.models import TaskModel, build_backbone
-    from aotp.models.task_model import pair_encoding_of
-    from aotp.results.record import read_record
-    from aotp.tasks.data import Collator
-    from aotp.tasks.spec import TaskSpec
-    from aotp.trainer.loop import select_device
-
-    from aotp.config_checks import check_device
-
-    check_device("device", device)
-    run_dir = Path(run_dir)
-    record_path = run_dir / "result.json"
-    if not record_path.is_file():
-        raise RunError(f"{run_dir} is not a run directory: {record_path} does not exist")
-    record = read_record(record_path)
-    if record is None:
-        raise RunError(f"{record_path} is not readable JSON")
-    if record.get("status") != "success":
-        raise RunError(f"run {run_dir} has status {record.get('status')!r}; only a finished (success) run can be "
-                       f"evaluated{': ' + record['error'] if record.get('error') else ''}")
-    weights = run_dir / "trainable.safetensors"
-    if not weights.is_file():
-        raise RunError(f"run {run_dir} has no trained weights: {weights} does not exist")
-    config = record["config"]
-    import torch
-
-    threads = (config.get("trainer") or {}).get("threads")
-    if threads:  # as the run did (one thread avoids oversubscription on a shared CPU)
-        torch.set_num_threads(int(threads))
-    spec = TaskSpec.from_config(config["task"])
-    backbone = build_backbone(config["model"])
-    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(config["seed"]),
-                      pair_encoding=pair_encoding_of(config.get("data")))
-    method = build_method(config["method"])
-    method.apply(model)
-    method.load_trainable_state_dict(model, load_file(str(weights)))
-    torch_device = select_device(device)
-    model.to(torch_device).eval()
-    label_dtype = torch.float32 if spec.head == "regression" else torch.long
-    collator = Collator(pad_token_id=model.backbone.config.pad_token_id or 0, label_dtype=label_dtype)
-    return LoadedRun(run_dir, record, config, spec, model, backbone.tokenizer, backbone.uses_token_type_ids,
-                     torch_device, collator)
 
 
 def label_mapping(trained, target, run_dir: Path | str = "the run") -> Optional[list[int]]:
@@ -137,13 +68,13 @@ def label_mapping(trained, target, run_dir: Path | str = "the run") -> Optional[
     return [trained.label_names.index(name) for name in target.label_names]
 
 
-def target_spec(loaded: LoadedRun, task: Optional[str]):
+def target_spec(loaded: RunParts, task: Optional[str]):
     from aotp.tasks.spec import load_spec
 
     return loaded.spec if not task or task == loaded.spec.full_name else load_spec(task)
 
 
-def data_root(loaded: LoadedRun, override: Optional[str]) -> Optional[Path]:
+def data_root(loaded: RunParts, override: Optional[str]) -> Optional[Path]:
     root = override if override is not None else (loaded.config.get("data") or {}).get("root")
     if root and not Path(root).is_dir():
         from aotp.tasks.loading import DataFileError
@@ -153,18 +84,18 @@ def data_root(loaded: LoadedRun, override: Optional[str]) -> Optional[Path]:
     return Path(root) if root else None
 
 
-def split_scores(loaded: LoadedRun, spec, split: str, root: Optional[Path], *, labelled: bool, limit: Optional[int],
+def split_scores(loaded: RunParts, spec, split: str, root: Optional[Path], *, labelled: bool, limit: Optional[int],
                  mapping: Optional[list[int]], batch_size: int):
     """(SplitData, scores in ``spec``'s label order) for one split of ``spec``."""
+    from aotp.assembly import cache_dir
     from aotp.tasks.data import load_split
     from aotp.trainer.loop import predict_scores
 
     data_cfg = loaded.config.get("data") or {}
-    cache = (loaded.config.get("paths") or {}).get("cache") if data_cfg.get("cache", True) else None
-    split_data = load_split(spec, split, loaded.tokenizer, root, labelled=labelled, limit=limit,
+    split_data = load_split(spec, split, loaded.backbone.tokenizer, root, labelled=labelled, limit=limit,
                             seed=int(data_cfg.get("subset_seed", 0)),
                             max_length=int(data_cfg.get("max_length") or spec.max_length),
-                            uses_token_type_ids=loaded.uses_token_type_ids, cache_dir=Path(cache) if cache else None,
+                            uses_token_type_ids=loaded.backbone.uses_token_type_ids, cache_dir=cache_dir(loaded.config),
                             pair_encoding=loaded.model.pair_encoding)
     scores = predict_scores(loaded.model, split_data, loaded.collator, batch_size, loaded.device)
     if mapping is not None:
@@ -174,16 +105,16 @@ def split_scores(loaded: LoadedRun, spec, split: str, root: Optional[Path], *, l
 
 def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_override: Optional[str] = None,
                  output: Optional[Path | str] = None, device: str = "auto", batch_size: Optional[int] = None,
-                 loaded: Optional[LoadedRun] = None, max_eval_samples: Any = RUN_SETTING) -> dict[str, Any]:
+                 loaded: Optional[RunParts] = None, max_eval_samples: Any = RUN_SETTING) -> dict[str, Any]:
     """Score ``task`` (default: the run's own task) on its labelled eval split(s); returns the summary.
 
     ``max_eval_samples``: examples per split for the run's own task (None: all; default: as the run
     was evaluated); a diagnostic set is always scored whole."""
-    from aotp.metrics import compute_metrics, main_metric_value
     from aotp.metrics.bootstrap import paired_bootstrap
     from aotp.results.record import write_json_atomic
     from aotp.tasks.baselines import constant_baselines, constant_scores
     from aotp.tasks.formatting import FORMATTERS
+    from aotp.tasks.scoring import score_splits, write_predictions
 
     loaded = loaded or load_run(run_dir, device)
     spec = target_spec(loaded, task)
@@ -200,7 +131,6 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
     out_dir = Path(output) if output else loaded.run_dir / "evaluations"
     stem = f"{spec.benchmark}-{spec.name}"
     formatter = FORMATTERS.get(spec.formatter)
-    metrics: dict[str, float] = {}
     sizes, prediction_files, scored_examples, model_predictions = {}, {}, {}, {}
     for split in spec.eval_splits:
         split_data, scores = split_scores(loaded, spec, split, root, labelled=True, limit=limit, mapping=mapping,
@@ -208,15 +138,11 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
         scored_examples[split] = split_data.examples
         formatted = formatter.predictions(spec, split_data.examples, scores)
         model_predictions[split] = formatted
-        values = compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
-                                 groups=formatted.get("groups"))
-        prefix = f"{split}/" if len(spec.eval_splits) > 1 else ""
-        metrics.update({prefix + k: float(v) for k, v in values.items()})
         sizes[split] = len(formatted["predictions"])
         path = out_dir / f"{stem}.{split}.jsonl"
-        write_prediction_lines(path, formatted)
+        write_predictions(path, formatted)
         prediction_files[split] = str(path)
-    metrics["main"] = float(main_metric_value(metrics, spec.main_metric))
+    metrics = score_splits(spec, model_predictions)
     baseline = constant_baselines(spec, root, splits=scored_examples)
     pairs = {split: (model_predictions[split],
                      formatter.predictions(spec, examples, constant_scores(spec, examples, baseline["best_index"])))
@@ -233,28 +159,6 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
                "predictions": prediction_files, "summary_file": str(out_dir / f"{stem}.json")}
     write_json_atomic(out_dir / f"{stem}.json", summary)
     return summary
-
-
-def write_prediction_lines(path: Path, formatted: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "w") as handle:
-        groups = formatted.get("groups")
-        for i, prediction in enumerate(formatted["predictions"]):
-            line = {"idx": _plain(formatted["ids"][i]), "prediction": _plain(prediction),
-                    "label": _plain(formatted["references"][i])}
-            if groups is not None:
-                line["group"] = _plain(groups[i])
-            handle.write(json.dumps(line) + "\n")
-    os.replace(temporary, path)
-
-
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    return value.item() if hasattr(value, "item") else value
 
 
 def parse_args(argv: list[str], required: tuple[str, ...] = ("run",), usage: str = USAGE,

@@ -12,7 +12,6 @@ the sweep goes on).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -322,69 +321,62 @@ def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict)
 
 
 def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: dict, init_source: Path | None = None):
-    from transformers import set_seed
+    from aotp.assembly import build_run, parameter_counts
+    from aotp.trainer.loop import Trainer
 
-    from aotp.models import TaskModel, build_backbone
-    from aotp.models.task_model import pair_encoding_of
-    from aotp.tasks import load_task_data
-    from aotp.trainer.loop import Trainer, setup_device
-
-    device = setup_device(cfg.trainer)
-    set_seed(int(cfg.seed))
     loggers = build_loggers(cfg, run_dir, identifier, config)
-    backbone = build_backbone(cfg.model)
-    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(cfg.seed),
-                      pair_encoding=pair_encoding_of(cfg.data))
-    method.apply(model)
+    parts = build_run(cfg, spec=spec, method=method)  # threads + device, seed, backbone, model + method, data
+    model, data = parts.model, parts.data
     warm = warm_start(model, init_source) if init_source is not None else None
     if warm is not None:
         print(f"Warm start: {warm['tensors']} trained tensors ({warm['parameters']:,} values) from {init_source}", flush=True)
-    params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "total": sum(p.numel() for p in model.parameters()),
-              "expected_trainable": method.expected_trainable_parameters(model)}
+    params = parameter_counts(model, method)
     loggers.describe({"params": {**params, "share": params["trainable"] / params["total"]}})
-    cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
-    data = load_task_data(spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
-                          seed=int(cfg.seed), cache_dir=cache_dir)
     note(f"{spec.full_name}: train {len(data[spec.train_split])}, "
          + ", ".join(f"{s} {len(data[s])}" for s in spec.eval_splits)
          + f" | {cfg.model.name} + {cfg.method.name}: {params['trainable']:,} of {params['total']:,} parameters train "
-         + f"({100 * params['trainable'] / params['total']:.3f}%) | device {device}")
+         + f"({100 * params['trainable'] / params['total']:.3f}%) | device {parts.device}")
     truncation = report_truncation(data, cfg.data)  # refuses choices made identical by truncation
-    trainer = Trainer(cfg.trainer, model, method, data, run_dir, loggers, device, int(cfg.seed))
+    trainer = Trainer(cfg.trainer, model, method, data, run_dir, loggers, parts.device, int(cfg.seed), parts.collator)
     head_lr = cfg.method.get("head_lr")
-    state = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
-                        head_lr=None if head_lr is None else float(head_lr))
-    return finish_run(cfg, spec, method, model, data, trainer, state, params, run_dir, device, warm=warm,
-                      truncation=truncation), loggers
+    fitted = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
+                         head_lr=None if head_lr is None else float(head_lr))
+    return finish_run(cfg, parts, fitted, params, run_dir, warm=warm, truncation=truncation), loggers
 
 
-def finish_run(cfg, spec, method, model, data, trainer, state: dict, params: dict, run_dir: Path, device,
-               warm: dict | None = None, truncation: dict | None = None) -> dict:
+def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: dict | None = None,
+               truncation: dict | None = None) -> dict:
     """After training (best state restored): save the trainable state, prepare the inference form and check
-    the dev logits did not move, write predictions; returns the record's training part. Shared with packed
-    runs (:mod:`aotp.trainer.packed`), so their records have the same form."""
+    the dev logits did not move, write predictions; returns the record's training part. ``parts``: the run's
+    :class:`aotp.assembly.RunParts` (data loaded); ``fitted``: :meth:`aotp.trainer.loop.Trainer.fit`'s
+    :class:`~aotp.trainer.loop.Fitted`. Shared with packed runs (:mod:`aotp.trainer.packed`), so their records
+    have the same form."""
+    from aotp.tasks.formatting import FORMATTERS
+    from aotp.tasks.scoring import write_predictions
     from aotp.trainer.checkpoint import save_tensors
     from aotp.trainer.loop import evaluate, predict_scores
 
+    spec, method, model, data, collator, device = (parts.spec, parts.method, parts.model, parts.data,
+                                                   parts.collator, parts.device)
+    state = fitted.state
     save_tensors(method.trainable_state_dict(model), run_dir / "trainable.safetensors")
 
     # Inference form (merge / materialise): the logits on dev must not move. The scores of the restored
     # best state were kept from its evaluation (recomputed after a resume or with mixed precision).
     check_split = spec.eval_splits[0]
     eval_batch = int(cfg.trainer.eval_batch_size)
-    before = (trainer.best_scores or {}).get(check_split)
+    before = (fitted.best_scores or {}).get(check_split)
     progress = bool(cfg.trainer.get("progress", True))
     if before is None:
-        before = predict_scores(model, data[check_split], trainer.collator, eval_batch, device,
+        before = predict_scores(model, data[check_split], collator, eval_batch, device,
                                 progress=f"scores before inference form {check_split}" if progress else None)
     note(f"Preparing the inference form ({cfg.method.name}) and checking dev logits against it")
     tick = time.perf_counter()
     inference_facts = method.prepare_for_inference(model, run_dir / "inference",
-                                                   token_ids=eval_token_ids(data, spec.eval_splits, trainer.collator.pad_token_id)) or {}
+                                                   token_ids=eval_token_ids(data, spec.eval_splits, collator.pad_token_id)) or {}
     prepare_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
-    metrics, scores = evaluate(model, data, trainer.collator, eval_batch, device,  # with the inference form
+    metrics, scores = evaluate(model, data, collator, eval_batch, device,  # with the inference form
                                progress="check inference form" if progress else None)
     final_eval_seconds = time.perf_counter() - tick
     after = scores[check_split]
@@ -396,12 +388,15 @@ def finish_run(cfg, spec, method, model, data, trainer, state: dict, params: dic
         tolerance = max(tolerance, relative * float(abs(before).max()))
     if max_diff > tolerance:
         raise RuntimeError(f"prepare_for_inference changed dev logits by {max_diff:.3g} > tolerance {tolerance:g}")
-    write_predictions(run_dir, spec, data, scores)
+    formatter = FORMATTERS.get(spec.formatter)
+    for split, split_scores in scores.items():
+        write_predictions(run_dir / "predictions" / f"{split}.jsonl",
+                          formatter.predictions(spec, data[split].examples, split_scores))
     metrics["best_step"] = state["best_step"]
     record = {
         "metrics": metrics,
         "selection": {"best_step": state["best_step"], "best_main_during_training": state["best_main"],
-                      "stopped_early": state["stopped_early"], "total_steps": trainer.total_steps,
+                      "stopped_early": state["stopped_early"], "total_steps": fitted.total_steps,
                       "steps_done": state["step"], "skipped_steps": state.get("skipped_steps", 0),
                       "history": state["history"]},
         "params": {**params, "share": params["trainable"] / params["total"]},
@@ -448,28 +443,6 @@ def eval_token_ids(data, splits, pad_token_id: int) -> "torch.Tensor":
             for sequence in (sequences if sequences and isinstance(sequences[0], list) else [sequences]):
                 ids.update(sequence)
     return torch.from_numpy(np.fromiter(sorted(ids), dtype=np.int64, count=len(ids)))
-
-
-def write_predictions(run_dir: Path, spec, data, scores) -> None:
-    from aotp.tasks.formatting import FORMATTERS
-
-    directory = run_dir / "predictions"
-    directory.mkdir(parents=True, exist_ok=True)
-    formatter = FORMATTERS.get(spec.formatter)
-    for split, split_scores in scores.items():
-        formatted = formatter.predictions(spec, data[split].examples, split_scores)
-        with open(directory / f"{split}.jsonl", "w") as handle:
-            groups = formatted.get("groups")
-            for i, prediction in enumerate(formatted["predictions"]):
-                reference = formatted["references"][i]
-                line = {"idx": formatted["ids"][i], "prediction": _plain(prediction), "label": _plain(reference)}
-                if groups is not None:  # grouped metrics (MultiRC exact match) can be rescored from the file
-                    line["group"] = list(groups[i]) if isinstance(groups[i], tuple) else _plain(groups[i])
-                handle.write(json.dumps(line) + "\n")
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")

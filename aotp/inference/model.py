@@ -22,7 +22,6 @@ Constructors:
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -337,14 +336,12 @@ def _describe(model_cfg: dict) -> str:
 
 
 def _read_run(run_dir: Path) -> tuple[Path, dict]:
+    from aotp.assembly import finished_record, record_value
+
     path = run_dir / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass directories of finished runs (aotp.run writes result.json)")
-    record = json.loads(path.read_text())
-    status = record.get("status")
-    if status is not None and str(status).lower() not in ("success", "succeeded", "ok", "completed", "done", "finished"):
-        raise ValueError(f"run {run_dir} has status {status!r}; only finished runs can be served")
-    config = record.get("config")
+    config = record_value(finished_record(run_dir, use="served"), "config")  # a RunError (ValueError) unless success
     if not isinstance(config, dict) or not all(k in config for k in ("model", "task", "method")):
         raise ValueError(f"{path}: expected the resolved config under key 'config' with 'model', 'task' and 'method'")
     method = config["method"].get("name")

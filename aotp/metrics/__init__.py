@@ -24,8 +24,9 @@ API
 ``METRICS.get(name).higher_is_better``; ``main_metric_higher_is_better(names)``;
 ``is_improvement(new, best, higher_is_better)`` for best-checkpoint selection.
 
-Tasks with two eval splits (MNLI matched/mismatched) call ``compute_metrics`` once per split; the
-caller prefixes the keys with the split name (``dev_matched/accuracy``, ``dev_mismatched/accuracy``).
+Tasks with two eval splits (MNLI matched/mismatched) call ``compute_metrics`` once per split, the keys
+prefixed with the split name (``dev_matched/accuracy``, ``dev_mismatched/accuracy``): a task's splits are
+scored in one place, :func:`aotp.tasks.scoring.score_splits`.
 
 Main metrics per task (leaderboard convention): CoLA mcc; SST-2, QNLI, RTE, WNLI, BoolQ, COPA, WiC,
 WSC accuracy; MRPC, QQP f1 + accuracy; STS-B pearson + spearman; MNLI accuracy (matched and

@@ -121,7 +121,9 @@ def main_metric_higher_is_better(names: Sequence[str]) -> bool:
 
 
 def is_improvement(new: float, best: Optional[float], higher_is_better: bool) -> bool:
-    """True when ``new`` beats ``best`` (``None`` = nothing yet) in the metric's direction; NaN never wins."""
+    """The selection rule (best checkpoint, best constant): True when ``new`` beats ``best`` in the metric's
+    direction. A NaN ``new`` never improves (a diverged evaluation is not selected); any other ``new``
+    improves on ``best`` None (nothing yet) or NaN; a tie is no improvement (the earlier one stays)."""
     if new != new:  # NaN
         return False
     if best is None or best != best:

@@ -330,6 +330,8 @@ class Cell:
 
 
 def select_cell(cell: Cell) -> Cell:
+    from aotp.metrics.base import is_improvement
+
     by_lr: dict[float, dict[int, Run]] = {}
     for run in cell.runs:
         by_lr.setdefault(run.lr, {})[run.seed] = run
@@ -340,7 +342,7 @@ def select_cell(cell: Cell) -> Cell:
         if ok:
             mean = math.fsum(ok.values()) / len(ok)
             cell.lr_means[lr] = (mean, len(ok))
-            if best is None or (mean > best[0] if higher else mean < best[0]):
+            if is_improvement(mean, None if best is None else best[0], higher):  # the checkpoints' rule
                 best = (mean, lr)
     if best is not None:
         cell.selected_lr = best[1]

@@ -1,4 +1,4 @@
-"""Task specs (YAML data), loaders for hub and local official files, formatting and tokenisation."""
+"""Task specs (YAML data), loaders for hub and local official files, formatting, tokenisation and scoring."""
 
 from aotp.tasks.data import TaskData, load_task_data
 from aotp.tasks.formatting import FORMATTERS, Formatter

@@ -18,9 +18,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from aotp.metrics import compute_metrics, main_metric_higher_is_better, main_metric_value
+from aotp.metrics import is_improvement, main_metric_higher_is_better
 from aotp.tasks.formatting import FORMATTERS
 from aotp.tasks.loading import load_raw_records
+from aotp.tasks.scoring import score_splits
 from aotp.tasks.spec import TaskSpec, load_spec
 
 
@@ -57,17 +58,11 @@ def best_constant_predictions(spec: TaskSpec, splits: dict[str, dict[str, Any]])
     best = None
     higher = main_metric_higher_is_better(spec.main_metric)
     for k, name in zip(*constant_choices(spec, choices)):
-        formatted, metrics = {}, {}
-        for split, rows in splits.items():
-            predictions = np.full(len(rows["references"]), float(k) if spec.head == "regression" else k)
-            formatted[split] = {"predictions": predictions, "references": rows["references"],
-                                "groups": rows.get("groups")}
-            values = compute_metrics(spec.metrics, predictions, rows["references"], groups=rows.get("groups"))
-            prefix = f"{split}/" if len(splits) > 1 else ""
-            metrics.update({prefix + m: float(v) for m, v in values.items()})
-        metrics["main"] = main_metric_value(metrics, spec.main_metric)
-        if best is None or (metrics["main"] > best["metrics"]["main"] if higher
-                            else metrics["main"] < best["metrics"]["main"]):
+        value = float(k) if spec.head == "regression" else k
+        formatted = {split: {"predictions": np.full(len(rows["references"]), value), "references": rows["references"],
+                             "groups": rows.get("groups")} for split, rows in splits.items()}
+        metrics = score_splits(spec, formatted)
+        if is_improvement(metrics["main"], None if best is None else best["metrics"]["main"], higher):
             best = {"name": name, "formatted": formatted, "metrics": metrics}
     return best
 
@@ -83,19 +78,13 @@ def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[di
         splits = {s: formatter.format(spec, load_raw_records(spec, s, root), True) for s in spec.eval_splits}
     choices = len(next(iter(splits.values()))[0]["choices"]) if spec.head == "multiple_choice" else 0
     labels, names = constant_choices(spec, choices)
-    constants = {}
-    for k, name in zip(labels, names):
-        metrics: dict[str, float] = {}
-        for split, examples in splits.items():
-            formatted = formatter.predictions(spec, examples, constant_scores(spec, examples, k))
-            values = compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
-                                     groups=formatted.get("groups"))
-            prefix = f"{split}/" if len(splits) > 1 else ""
-            metrics.update({prefix + m: float(v) for m, v in values.items()})
-        metrics["main"] = main_metric_value(metrics, spec.main_metric)
-        constants[name] = metrics
+    constants, best = {}, None
     higher = main_metric_higher_is_better(spec.main_metric)
-    best = (max if higher else min)(constants, key=lambda name: constants[name]["main"])
+    for k, name in zip(labels, names):
+        constants[name] = score_splits(spec, {split: formatter.predictions(spec, rows, constant_scores(spec, rows, k))
+                                              for split, rows in splits.items()})
+        if is_improvement(constants[name]["main"], None if best is None else constants[best]["main"], higher):
+            best = name
     return {"task": spec.full_name, "constants": constants, "best": best, "best_index": labels[names.index(best)],
             "best_metrics": constants[best],
             "sizes": {split: len(examples) for split, examples in splits.items()}}

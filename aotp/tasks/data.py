@@ -240,3 +240,11 @@ class Collator:
         if features[0]["label"] is not None:
             batch["labels"] = torch.tensor([f["label"] for f in features], dtype=self.label_dtype)
         return batch
+
+
+def task_collator(spec: TaskSpec, pad_token_id: Optional[int]) -> Collator:
+    """The collator of ``spec``'s batches: padded with the backbone's pad id (0 when it has none), labels as
+    floats for a regression head and class / choice ids otherwise. Training, evaluation and serving of a
+    run all batch through this one."""
+    label_dtype = torch.float32 if spec.head == "regression" else torch.long
+    return Collator(pad_token_id=pad_token_id or 0, label_dtype=label_dtype)

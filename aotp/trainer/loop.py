@@ -4,8 +4,10 @@
   uninterrupted one would; checkpoints also carry optimizer, scheduler and RNG states, which makes
   a resumed CPU run bitwise identical to an uninterrupted one.
 * Evaluation on the dev split(s) every ``trainer.eval_every`` optimizer steps (0: once per epoch);
-  the best trainable state by the task's main metric (sign from ``higher_is_better``) is kept and
-  restored at the end; early stopping after ``trainer.patience`` evaluations without improvement.
+  the best trainable state by the task's main metric (sign from ``higher_is_better``; the rule is
+  :func:`aotp.metrics.is_improvement`: a NaN main never improves, any finite one improves on none yet)
+  is kept and restored at the end; early stopping after ``trainer.patience`` evaluations without
+  improvement.
 * Precision (``trainer.precision``): fp32, or autocast to bf16/fp16 over fp32 weights (the optimizer
   updates fp32 master weights; the loss is taken in fp32). fp16 adds a loss scaler: the scaled loss is
   backpropagated, the gradients are unscaled before clipping, and a step whose gradients hold an
@@ -19,6 +21,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,12 +29,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aotp.metrics import METRICS, compute_metrics, main_metric_value
+from aotp.metrics import is_improvement, main_metric_higher_is_better
 from aotp.methods.base import Method
 from aotp.models.task_model import TaskModel
-from aotp.tasks.data import Collator, SplitData, TaskData
+from aotp.tasks.data import Collator, SplitData, TaskData, task_collator
 from aotp.tasks.formatting import FORMATTERS
-from aotp.tasks.spec import TaskSpec
+from aotp.tasks.scoring import score_splits
 from aotp.trainer.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from aotp.trainer.loggers import Loggers
 from aotp.trainer.optim import build_optimizer, build_scheduler
@@ -51,12 +54,13 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def setup_device(trainer_cfg) -> torch.device:
-    """``trainer.threads`` (CPU threads), the device (``trainer.device``, auto: cuda > mps > cpu) and, on CUDA,
-    TF32 matmuls unless ``trainer.tf32=false``: what every training process sets before building a model."""
+def setup_device(trainer_cfg, device: Optional[str] = None) -> torch.device:
+    """``trainer.threads`` (CPU threads), the device (``device``, by default ``trainer.device``; auto: cuda >
+    mps > cpu) and, on CUDA, TF32 matmuls unless ``trainer.tf32=false``: what every process that builds a
+    run's model sets first (``trainer_cfg``: the ``trainer`` group, a DictConfig or a record's dict)."""
     if trainer_cfg.get("threads"):
-        torch.set_num_threads(int(trainer_cfg.threads))
-    device = select_device(trainer_cfg.device)
+        torch.set_num_threads(int(trainer_cfg["threads"]))
+    device = select_device(device or trainer_cfg.get("device") or "auto")
     if device.type == "cuda" and trainer_cfg.get("tf32", True):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -96,40 +100,37 @@ def predict_scores(model: TaskModel, split: SplitData, collator: Collator, batch
     return torch.cat(outputs).numpy()
 
 
-def score_split(spec: TaskSpec, split: SplitData, scores: np.ndarray) -> dict[str, float]:
-    formatted = FORMATTERS.get(spec.formatter).predictions(spec, split.examples, scores)
-    return compute_metrics(spec.metrics, formatted["predictions"], formatted["references"],
-                           groups=formatted.get("groups"))
-
-
 def evaluate(model: TaskModel, data: TaskData, collator: Collator, batch_size: int, device: torch.device,
              precision: str = "fp32", progress: Optional[str] = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Metrics over every eval split (keys prefixed ``<split>/`` when there are several) + ``main``;
-    ``progress``: label of a per-split progress bar (None = none)."""
+    """Metrics over every eval split (:func:`aotp.tasks.scoring.score_splits`: keys prefixed ``<split>/`` when
+    there are several, + ``main``) and the scores per split; ``progress``: label of a per-split progress bar."""
     spec = data.spec
-    metrics: dict[str, float] = {}
-    all_scores = {}
+    formatter = FORMATTERS.get(spec.formatter)
+    all_scores, formatted = {}, {}
     for split_name in spec.eval_splits:
         label = f"{progress} {split_name}" if progress else None
         scores = predict_scores(model, data[split_name], collator, batch_size, device, precision, progress=label)
         all_scores[split_name] = scores
-        values = score_split(spec, data[split_name], scores)
-        prefix = f"{split_name}/" if len(spec.eval_splits) > 1 else ""
-        metrics.update({prefix + k: float(v) for k, v in values.items()})
-    metrics["main"] = float(main_metric_value(metrics, spec.main_metric))
-    return metrics, all_scores
+        formatted[split_name] = formatter.predictions(spec, data[split_name].examples, scores)
+    return score_splits(spec, formatted), all_scores
 
 
-def main_is_better(spec: TaskSpec, new: float, old: Optional[float]) -> bool:
-    if old is None:
-        return True
-    higher = all(METRICS.get(m.rpartition("/")[2]).higher_is_better for m in spec.main_metric)
-    return new > old if higher else new < old
+@dataclass
+class Fitted:
+    """What :meth:`Trainer.fit` hands back: the loop ``state`` (best step and main, history, timings, skipped
+    steps; the restored model holds the best state), the planned ``total_steps``, and ``best_scores``: the
+    eval splits' scores of the best state when they were computed in fp32 in this process (the runner's
+    inference check then needs no extra pass); None after a resume to a best state evaluated earlier or
+    under mixed precision (recompute them)."""
+
+    state: dict[str, Any]
+    total_steps: int
+    best_scores: Optional[dict[str, np.ndarray]] = None
 
 
 class Trainer:
     def __init__(self, cfg, model: TaskModel, method: Method, data: TaskData, run_dir: Path, loggers: Loggers,
-                 device: torch.device, seed: int):
+                 device: torch.device, seed: int, collator: Optional[Collator] = None):
         self.cfg = cfg  # the ``trainer`` group
         self.model = model
         self.method = method
@@ -139,8 +140,8 @@ class Trainer:
         self.loggers = loggers
         self.device = device
         self.seed = seed
-        label_dtype = torch.float32 if self.spec.head == "regression" else torch.long
-        self.collator = Collator(pad_token_id=model.backbone.config.pad_token_id or 0, label_dtype=label_dtype)
+        # the run's collator (aotp.assembly builds it); the task's own when none is given
+        self.collator = collator or task_collator(self.spec, model.backbone.config.pad_token_id)
         self.train_split = data[self.spec.train_split]
         self.batch_size = int(cfg.batch_size)
         self.accumulation = int(cfg.gradient_accumulation_steps)
@@ -151,13 +152,18 @@ class Trainer:
         self.checkpoint_every = int(cfg.get("checkpoint_every") or 0)
         self.log_every = log_interval(cfg.get("log_every"), self.total_steps)
         self.checkpoint_dir = self.run_dir / "checkpoint"
-        self.best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process
+        self.higher_is_better = main_metric_higher_is_better(self.spec.main_metric)
+        self._best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process (fp32)
 
     def epoch_order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(len(self.train_split), generator=generator).tolist()
 
-    def fit(self, method_lr: float, weight_decay: float, head_lr: Optional[float] = None) -> dict[str, Any]:
+    def fitted(self, state: dict[str, Any]) -> Fitted:
+        """The :class:`Fitted` of a finished loop ``state`` (``fit``'s, or a packed run's)."""
+        return Fitted(state, self.total_steps, self._best_scores)
+
+    def fit(self, method_lr: float, weight_decay: float, head_lr: Optional[float] = None) -> Fitted:
         cfg, model, device = self.cfg, self.model, self.device
         model.to(device)
         optimizer = build_optimizer(model, method_lr, weight_decay, betas=tuple(cfg.get("adam_betas", (0.9, 0.999))),
@@ -247,7 +253,7 @@ class Trainer:
         progress.close()
         if best_state is not None:
             self.method.load_trainable_state_dict(model, {k: v.to(device) for k, v in best_state.items()})
-        return state
+        return self.fitted(state)
 
     def _evaluate_and_select(self, state: dict[str, Any], best_state):
         tick = time.perf_counter()
@@ -257,10 +263,10 @@ class Trainer:
         state["history"].append({"step": state["step"], **metrics})
         self.loggers.log("eval", state["step"], metrics)
         tqdm.write(f"step {state['step']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        if main_is_better(self.spec, metrics["main"], state["best_main"]):
+        if is_improvement(metrics["main"], state["best_main"], self.higher_is_better):  # a NaN main never is
             state.update(best_main=metrics["main"], best_step=state["step"], best_metrics=metrics, bad_evals=0)
             # dev scores of the best state, kept so the runner's inference check needs no extra pass
-            self.best_scores = scores if self.cfg.precision == "fp32" else None
+            self._best_scores = scores if self.cfg.precision == "fp32" else None
             return {k: v.detach().cpu().clone() for k, v in self.method.trainable_state_dict(self.model).items()}
         state["bad_evals"] += 1
         patience = self.cfg.get("patience")

@@ -76,11 +76,10 @@ log = logging.getLogger(__name__)
 
 
 def packable_method_names() -> list[str]:
-    """Methods whose runs can share one backbone in a packed forward (their class says ``packable``;
-    see the module docstring)."""
-    from aotp.methods import METHODS
+    """Methods whose runs can share one backbone in a packed forward (see the module docstring)."""
+    from aotp.methods.aot.method import aot_method_names
 
-    return [name for name in METHODS.names() if METHODS.get(name).packable]
+    return aot_method_names()
 
 
 def unpackable_reason(cfg) -> Optional[str]:
@@ -290,10 +289,10 @@ def _build_locked(runs: list[PackedRun]) -> tuple[list[PackedRun], Any, Any, Pac
     from transformers import set_seed
 
     from aotp.methods.aot.injector import BiasHooks
-    from aotp.models import TaskModel, build_backbone
+    from aotp.assembly import build_model, load_data, parameter_counts
+    from aotp.models import build_backbone
     from aotp.models.task_model import pair_encoding_of
     from aotp.run import build_loggers, report_truncation
-    from aotp.tasks import load_task_data
     from aotp.trainer.loop import Trainer, setup_device
 
     first = runs[0].cfg
@@ -314,18 +313,13 @@ def _build_locked(runs: list[PackedRun]) -> tuple[list[PackedRun], Any, Any, Pac
         if pooler is not None:
             backbone.model.pooler = pooler  # TaskModel initialises BERT's head from the pooler, then drops it
         run.loggers = build_loggers(cfg, run.run_dir, run.identifier, run.config)
-        model = TaskModel(backbone, run.spec.head, run.spec.num_labels, seed=int(cfg.seed),
-                          pair_encoding=pair_encoding_of(cfg.data))
-        run.method.apply(model)
+        model = build_model(backbone, run.method, run.spec.head, run.spec.num_labels, seed=int(cfg.seed),
+                            pair_encoding=pair_encoding_of(cfg.data))
         model.aot.hooks.detach()  # the pack's hooks (below) route every row to its run's biases
         run.model = model
-        run.params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                      "total": sum(p.numel() for p in model.parameters()),
-                      "expected_trainable": run.method.expected_trainable_parameters(model)}
+        run.params = parameter_counts(model, run.method)
         run.loggers.describe({"params": {**run.params, "share": run.params["trainable"] / run.params["total"]}})
-        cache_dir = Path(cfg.paths.cache) if cfg.data.get("cache", True) else None
-        run.data = load_task_data(run.spec, backbone.tokenizer, cfg.data, uses_token_type_ids=backbone.uses_token_type_ids,
-                                  seed=int(cfg.seed), cache_dir=cache_dir)
+        run.data = load_data(cfg, run.spec, backbone)
         run.truncation = report_truncation(run.data, cfg.data)  # refuses choices made identical by truncation
         run.trainer = Trainer(cfg.trainer, model, run.method, run.data, run.run_dir, run.loggers, device, int(cfg.seed))
     hooks = BiasHooks(provider).attach(backbone.model)
@@ -475,16 +469,17 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
     """Train the K runs of ``configs`` packed; write each run's record (``success`` or ``failed``) exactly
     as :func:`aotp.run.execute` would, each under its run's lock. Returns the records of the runs trained
     now (finished runs, and runs another process holds, left out)."""
-    runs, _, _, provider = build_pack(configs, results_root)
+    runs, backbone, _, provider = build_pack(configs, results_root)
     if not runs:  # every run of the pack already succeeded (or is held by another process)
         return []
     try:
-        return _train_and_record(runs, provider)
+        return _train_and_record(runs, backbone, provider)
     finally:
         release_locks(runs)
 
 
-def _train_and_record(runs: Sequence[PackedRun], provider: PackedBiases) -> list[dict[str, Any]]:
+def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiases) -> list[dict[str, Any]]:
+    from aotp.assembly import RunParts
     from aotp.results.record import drop_previous, environment, write_json_atomic
     from aotp.run import base_record, finish_run
     from aotp.trainer.checkpoint import delete_checkpoint
@@ -504,8 +499,10 @@ def _train_and_record(runs: Sequence[PackedRun], provider: PackedBiases) -> list
         provider.single = run.model.aot
         base = base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
         try:
-            part = finish_run(run.cfg, run.spec, run.method, run.model, run.data, run.trainer, run.state, run.params,
-                              run.run_dir, run.trainer.device, truncation=run.truncation)
+            parts = RunParts(run.cfg, run.spec, run.method, backbone, run.model, run.trainer.collator,
+                             run.trainer.device, run.data)
+            part = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
+                              truncation=run.truncation)
             record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
                       "wall_seconds": time.time() - run.started}
             if not run.cfg.trainer.get("keep_weights", True):  # as aotp.run.execute_locked

@@ -279,11 +279,80 @@ def test_main_metric_value_is_the_mean_of_the_listed_keys():
 
 
 def test_is_improvement_respects_direction_and_nan():
+    nan = float("nan")
     assert is_improvement(0.5, None, True)
     assert is_improvement(0.6, 0.5, True) and not is_improvement(0.5, 0.5, True)
     assert is_improvement(0.4, 0.5, False) and not is_improvement(0.6, 0.5, False)
-    assert not is_improvement(float("nan"), 0.1, True)
-    assert is_improvement(0.1, float("nan"), True)
+    for higher in (True, False):  # a NaN score never improves, not even on nothing yet or on another NaN
+        assert not is_improvement(nan, 0.1, higher) and not is_improvement(nan, None, higher)
+        assert not is_improvement(nan, nan, higher)
+        # any finite score (or infinity) improves on a NaN best
+        assert is_improvement(0.1, nan, higher) and is_improvement(-5.0, nan, higher)
+        assert is_improvement(math.inf, nan, higher) and is_improvement(-math.inf, None, higher)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("mains, patience, best_step, steps_done", [
+    ([NAN, 0.5, NAN, 0.4], None, 2, 4),       # a NaN first evaluation is not selected; 0.5 stays best
+    ([0.5, NAN, 0.7, NAN], None, 3, 4),       # a NaN after a finite best is no improvement
+    ([NAN, NAN, NAN, NAN], None, None, 4),    # no evaluation ever finite: nothing selected, nothing restored
+    ([NAN, NAN, 0.9, 0.9], 2, None, 2),       # NaN evaluations count towards early stopping
+])
+def test_the_training_loop_selects_with_is_improvement(mains, patience, best_step, steps_done, tmp_path, monkeypatch):
+    """Trainer.fit keeps and restores the state of the evaluation :func:`is_improvement` picks (dev scores
+    scripted: step k's evaluation reports ``mains[k-1]``)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from aotp.methods import METHODS
+    from aotp.models.tiny_tokenizer import build_tiny_tokenizer
+    from aotp.run import CONFIG_DIR
+    from aotp.tasks import load_spec, load_task_data
+    from aotp.trainer import loop
+    from tests.conftest import make_tiny_task_model
+    from tests.helpers import FIXTURE_DATA
+
+    spec = load_spec("glue/rte")
+    torch.manual_seed(0)
+    model = make_tiny_task_model("bert", spec.head, num_labels=spec.num_labels)
+    method = METHODS.get("bitfit")()
+    method.apply(model)
+    data = load_task_data(spec, build_tiny_tokenizer(), {"root": str(FIXTURE_DATA), "max_length": 32},
+                          uses_token_type_ids=True, seed=0, cache_dir=None)
+    states, scripted = [], iter(mains)
+
+    def scripted_evaluate(model_, *args, **kwargs):
+        states.append({k: v.detach().clone() for k, v in method.trainable_state_dict(model_).items()})
+        main = next(scripted)
+        return {"accuracy": main, "main": main}, {}
+
+    monkeypatch.setattr(loop, "evaluate", scripted_evaluate)
+
+    class Quiet:
+        def log(self, *args):
+            pass
+
+        def start_at(self, step):
+            pass
+
+    cfg = OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")
+    cfg.merge_with({"max_steps": len(mains), "eval_every": 1, "batch_size": 4, "patience": patience,
+                    "progress": False, "device": "cpu"})
+    fitted = loop.Trainer(cfg, model, method, data, tmp_path, Quiet(), torch.device("cpu"), seed=0).fit(1e-2, 0.0)
+    state = fitted.state
+    assert state["step"] == steps_done and state["stopped_early"] == (steps_done < len(mains))
+    assert state["best_step"] == best_step and fitted.total_steps == len(mains)
+    assert [entry["main"] for entry in state["history"]] == pytest.approx(mains[:steps_done], nan_ok=True)
+    assert any(not torch.equal(states[0][name], states[-1][name]) for name in states[0])  # the states differ
+    restored = method.trainable_state_dict(model)
+    expected = states[(best_step or steps_done) - 1]  # the best evaluation's state, else the last one (kept as is)
+    assert all(torch.equal(restored[name], value) for name, value in expected.items())
+    if best_step is None:
+        assert state["best_main"] is None and fitted.best_scores is None
+    else:
+        assert state["best_main"] == mains[best_step - 1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def fit(method_name, family, precision, run_dir, before_fit=None, **overrides) -
     trainer = Trainer(trainer_config(precision, **overrides), model, method, fixture_rte(model.uses_token_type_ids),
                       run_dir, loggers, torch.device("cpu"), seed=0)
     torch.manual_seed(0)  # same dropout masks in every precision
-    state = trainer.fit(1e-3, 0.01)
+    state = trainer.fit(1e-3, 0.01).state
     return Fit(model, method, trainer, state, loggers.losses())
 
 

@@ -17,7 +17,7 @@ from aotp.tasks.baselines import constant_baselines
 from aotp.tasks.formatting import FORMATTERS
 from aotp.tasks.loading import load_raw_records
 from aotp.tasks.spec import load_spec
-from aotp.trainer.loop import score_split
+from aotp.tasks.scoring import score_splits, write_predictions
 from tests.helpers import FIXTURE_DATA
 
 
@@ -101,8 +101,40 @@ def test_mnli_scores_matched_and_mismatched_with_matched_as_main(tmp_path):
         labels = np.array([e["label"] for e in data[split].examples])
         by_hand = float((predict_scores(model, data[split], collator, 4, torch.device("cpu")).argmax(-1) == labels).mean())
         assert metrics[f"{split}/accuracy"] == pytest.approx(by_hand)
-        assert score_split(spec, data[split], scores[split]) == {"accuracy": pytest.approx(by_hand)}
     assert metrics["main"] == metrics["validation_matched/accuracy"]
+    formatter = FORMATTERS.get(spec.formatter)
+    assert score_splits(spec, {split: formatter.predictions(spec, data[split].examples, scores[split])
+                               for split in spec.eval_splits}) == metrics
+
+
+def test_a_predictions_file_rescores_to_the_recorded_metrics(tmp_path):
+    """write_predictions keeps what score_splits needs (MultiRC: the question of every answer option)."""
+    from aotp.results.aggregate import read_predictions
+
+    spec, examples = examples_of("superglue/multirc", "validation")
+    scores = np.random.default_rng(0).normal(size=(len(examples), 2))
+    formatted = FORMATTERS.get(spec.formatter).predictions(spec, examples, scores)
+    path = tmp_path / "predictions" / "validation.jsonl"
+    write_predictions(path, formatted)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == len(examples) and set(lines[0]) == {"idx", "prediction", "label", "group"}
+    assert [line["group"] for line in lines] == [list(group) for group in formatted["groups"]]
+    assert score_splits(spec, {"validation": read_predictions(path)}) == score_splits(spec, {"validation": formatted})
+    # atomic: a write that fails half way leaves the earlier file whole and no temporary file
+    before = path.read_bytes()
+    broken = {**formatted, "predictions": [*formatted["predictions"][:3], object()]}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_predictions(path, broken)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["validation.jsonl"]
+
+
+def test_score_splits_prefixes_several_splits_and_averages_the_main_metric():
+    spec = load_spec("glue/mrpc")  # main = mean(f1, accuracy)
+    rows = {"predictions": [1, 1, 0, 0], "references": [1, 0, 0, 1]}
+    assert score_splits(spec, {"validation": rows}) == {"f1": 0.5, "accuracy": 0.5, "main": 0.5}
+    two = score_splits(load_spec("glue/mnli"), {"validation_matched": rows, "validation_mismatched": {
+        "predictions": [2, 2], "references": [2, 1]}})
+    assert two == {"validation_matched/accuracy": 0.5, "validation_mismatched/accuracy": 0.5, "main": 0.5}
 
 
 def test_stsb_regression_predictions_are_the_scores():
