@@ -54,7 +54,6 @@ import itertools
 import logging
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -177,8 +176,8 @@ def build_pack(configs, results_root: Optional[Path] = None) -> tuple[list[Packe
         identifier = run_id(config)
         run_dir = Path(results_root or cfg.paths.results) / run_dir_name(config, identifier)
         previous = read_record(run_dir / "result.json")
-        if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
-            print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')})")
+        if previous is not None and previous.succeeded and not cfg.get("force", False):
+            print(f"Skipping {run_dir.name}: already succeeded (main={previous.main})")
             continue
         runs.append(PackedRun(cfg=cfg, config=config, identifier=identifier, run_dir=run_dir, git=git_info(),
                               started=time.time()))
@@ -364,11 +363,12 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
 
 def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str, Any]]:
     """Train the K runs of ``configs`` packed; write each run's record (``success`` or ``failed``) exactly
-    as :func:`aotp.run.execute` would. Returns the records of the runs trained now (finished ones skipped)."""
+    as :func:`aotp.run.execute` would. Returns the records of the runs trained now (finished ones skipped),
+    as written (``RunRecord.to_dict()``)."""
     import shutil
 
-    from aotp.results.record import environment, write_json_atomic
-    from aotp.run import base_record, finish_run
+    from aotp.results.record import failed_record, identity, write_record
+    from aotp.run import finish_run, succeeded_record
 
     runs, _, _, provider = build_pack(configs, results_root)
     records = []
@@ -378,31 +378,27 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
         fit_pack(runs, provider)
     except Exception as error:  # noqa: BLE001 - the whole pack failed: every run gets a failed record
         for run in runs:
-            record = {**base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config), "status": "failed",
-                      "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(),
-                      "wall_seconds": time.time() - run.started, "env": environment(git=run.git)}
-            write_json_atomic(run.run_dir / "result.json", record)
-            run.loggers.finish(record)
+            record = failed_record(identity(run.cfg, run.spec, run.identifier, run.run_dir, run.config), error,
+                                   run.started, run.git)
+            write_record(run.run_dir / "result.json", record)
+            run.loggers.finish(record.to_dict())
         raise
     for run in runs:  # inference form, check and record, one run at a time (hooks pointed at the run)
         provider.single = run.model.aot
-        base = base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
+        base = identity(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
         try:
-            part = finish_run(run.cfg, run.spec, run.method, run.model, run.data, run.trainer, run.state, run.params,
-                              run.run_dir, run.trainer.device, truncation=run.truncation)
-            record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
-                      "wall_seconds": time.time() - run.started}
+            outcome = finish_run(run.cfg, run.spec, run.method, run.model, run.data, run.trainer, run.state,
+                                 run.params, run.run_dir, run.trainer.device, truncation=run.truncation)
+            record = succeeded_record(base, outcome, run.started, run.git)
             (run.run_dir / "checkpoint").exists() and shutil.rmtree(run.run_dir / "checkpoint")
         except Exception as error:  # noqa: BLE001 - this run failed; the others still get their records
-            record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc(), "wall_seconds": time.time() - run.started,
-                      "env": environment(git=run.git)}
-        write_json_atomic(run.run_dir / "result.json", record)
-        run.loggers.finish(record)
-        if record["status"] == "success":
-            print(f"{run.spec.full_name} seed={run.cfg.seed} lr={run.cfg.method.lr}: dev main={record['metrics']['main']:.4f}"
+            record = failed_record(base, error, run.started, run.git)
+        write_record(run.run_dir / "result.json", record)
+        run.loggers.finish(record.to_dict())
+        if record.succeeded:
+            print(f"{run.spec.full_name} seed={run.cfg.seed} lr={run.cfg.method.lr}: dev main={record.main:.4f}"
                   f" | record: {run.run_dir / 'result.json'}")
-        records.append(record)
+        records.append(record.to_dict())
     return records
 
 
