@@ -35,11 +35,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from aotp.cli import Refusal
+
+if TYPE_CHECKING:
+    from aotp.results.schema import RunRecord
 
 USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
          "[data.max_eval_samples=N|null] [output=DIR] [device=auto|cpu|cuda] [batch_size=N]")
@@ -56,7 +59,7 @@ class RunError(Refusal, ValueError):
 @dataclass
 class LoadedRun:
     run_dir: Path
-    record: dict[str, Any]
+    record: RunRecord
     config: dict[str, Any]
     spec: Any  # TaskSpec of the trained task
     model: Any  # TaskModel with the run's trainable weights
@@ -73,7 +76,7 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
     from aotp.methods import build_method
     from aotp.models import TaskModel, build_backbone
     from aotp.models.task_model import pair_encoding_of
-    from aotp.results.record import read_record
+    from aotp.results.record import RecordError, read_record
     from aotp.tasks.data import Collator
     from aotp.tasks.spec import TaskSpec
     from aotp.trainer.loop import select_device
@@ -85,16 +88,19 @@ def load_run(run_dir: Path | str, device: str = "auto") -> LoadedRun:
     record_path = run_dir / "result.json"
     if not record_path.is_file():
         raise RunError(f"{run_dir} is not a run directory: {record_path} does not exist")
-    record = read_record(record_path)
+    try:
+        record = read_record(record_path)
+    except RecordError as error:
+        raise RunError(str(error)) from None
     if record is None:
-        raise RunError(f"{record_path} is not readable JSON")
-    if record.get("status") != "success":
-        raise RunError(f"run {run_dir} has status {record.get('status')!r}; only a finished (success) run can be "
-                       f"evaluated{': ' + record['error'] if record.get('error') else ''}")
+        raise RunError(f"{run_dir} is not a run directory: {record_path} does not exist")
+    if not record.succeeded:
+        raise RunError(f"run {run_dir} has status {record.status!r}; only a finished (success) run can be "
+                       f"evaluated{': ' + record.error if record.error else ''}")
     weights = run_dir / "trainable.safetensors"
     if not weights.is_file():
         raise RunError(f"run {run_dir} has no trained weights: {weights} does not exist")
-    config = record["config"]
+    config = record.config
     import torch
 
     threads = (config.get("trainer") or {}).get("threads")
@@ -223,7 +229,7 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
              for split, examples in scored_examples.items()}
     gain = paired_bootstrap(spec.metrics, spec.main_metric, pairs, draws=BOOTSTRAP_DRAWS)
     summary = {"task": spec.full_name, "task_version": spec.version, "run_dir": str(loaded.run_dir),
-               "run_id": loaded.record.get("run_id"), "trained_task": loaded.spec.full_name,
+               "run_id": loaded.record.run_id, "trained_task": loaded.spec.full_name,
                "label_mapping": None if mapping is None else
                {name: loaded.spec.label_names[column] for name, column in zip(spec.label_names, mapping)},
                "metrics": metrics, "data": sizes, "max_eval_samples": limit,

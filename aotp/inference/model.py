@@ -22,7 +22,6 @@ Constructors:
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -337,15 +336,16 @@ def _describe(model_cfg: dict) -> str:
 
 
 def _read_run(run_dir: Path) -> tuple[Path, dict]:
+    from aotp.results.record import read_record
+
     path = run_dir / RESULT_FILE
-    if not path.is_file():
+    record = read_record(path)  # RecordError (a ValueError) names the file and the key of a malformed record
+    if record is None:
         raise FileNotFoundError(f"{path} not found: pass directories of finished runs (aotp.run writes result.json)")
-    record = json.loads(path.read_text())
-    status = record.get("status")
-    if status is not None and str(status).lower() not in ("success", "succeeded", "ok", "completed", "done", "finished"):
-        raise ValueError(f"run {run_dir} has status {status!r}; only finished runs can be served")
-    config = record.get("config")
-    if not isinstance(config, dict) or not all(k in config for k in ("model", "task", "method")):
+    if not record.succeeded:
+        raise ValueError(f"run {run_dir} has status {record.status!r}; only finished runs can be served")
+    config = record.config
+    if not all(k in config for k in ("model", "task", "method")):
         raise ValueError(f"{path}: expected the resolved config under key 'config' with 'model', 'task' and 'method'")
     method = config["method"].get("name")
     if method not in aot_method_names():
