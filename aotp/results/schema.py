@@ -44,8 +44,15 @@ class RecordError(ValueError):
 # ------------------------------------------------------------------------------------------- the blocks
 
 
+class Block:
+    """A part of a record: ``to_dict()`` gives its JSON form (see :func:`to_dict`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
 @dataclass(kw_only=True)
-class GitState:
+class GitState(Block):
     """The commit a run's code came from. ``dirty``: tracked files differed from it (the benchmark: only
     its benched code, see ``aotp.bench.inference.BENCHED_CODE``); ``dirty_paths``: which."""
 
@@ -55,7 +62,7 @@ class GitState:
 
 
 @dataclass(kw_only=True)
-class Environment:
+class Environment(Block):
     """Where a run (or a benchmark) ran; ``extra``: a tool's own facts (written flat beside these)."""
 
     git: GitState = field(default_factory=GitState)
@@ -73,7 +80,7 @@ class Environment:
 
 
 @dataclass(kw_only=True)
-class Selection:
+class Selection(Block):
     """How the kept (best) state was chosen during training."""
 
     best_step: Optional[int] = None
@@ -86,7 +93,7 @@ class Selection:
 
 
 @dataclass(kw_only=True)
-class Params:
+class Params(Block):
     trainable: Optional[int] = None
     total: Optional[int] = None
     expected_trainable: Optional[int] = None  # the method's formula (aotp/methods/*)
@@ -94,7 +101,7 @@ class Params:
 
 
 @dataclass(kw_only=True)
-class WarmStart:
+class WarmStart(Block):
     """``method.init_from``: the run whose trained weights this run started from."""
 
     run_dir: Optional[str] = None
@@ -105,7 +112,7 @@ class WarmStart:
 
 
 @dataclass(kw_only=True)
-class Inference:
+class Inference(Block):
     """The inference-form check; ``extra``: the method's facts (table shape, merged modules, ...)."""
 
     max_abs_logit_diff: Optional[float] = None
@@ -115,13 +122,13 @@ class Inference:
 
 
 @dataclass(kw_only=True)
-class Truncation:
+class Truncation(Block):
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> counts (aotp/tasks/truncation.py)
     warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
-class Timings:
+class Timings(Block):
     train_seconds: Optional[float] = None
     eval_seconds: Optional[float] = None
     train_examples_per_second: Optional[float] = None
@@ -132,7 +139,7 @@ Number = Union[int, float]
 
 
 @dataclass(kw_only=True)
-class RunRecord:
+class RunRecord(Block):
     """One run's ``result.json``. Identity (``run_id`` = hash of ``config``, see ``record.run_id``),
     outcome (``status``; ``error``/``traceback`` of a failed run; the result blocks of a finished one)
     and where it ran (``env``)."""
@@ -170,9 +177,6 @@ class RunRecord:
     def main(self) -> Optional[float]:
         """The dev main metric of a finished run (None for a failed one)."""
         return None if not self.metrics or self.metrics.get("main") is None else float(self.metrics["main"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "record") -> "RunRecord":
