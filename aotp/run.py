@@ -337,7 +337,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     method.apply(model)
     warm = warm_start(model, init_source) if init_source is not None else None
     if warm is not None:
-        print(f"Warm start: {warm['tensors']} trained tensors ({warm['parameters']:,} values) from {init_source}", flush=True)
+        print(f"Warm start: {warm.tensors} trained tensors ({warm.parameters:,} values) from {init_source}", flush=True)
     params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()),
               "expected_trainable": method.expected_trainable_parameters(model)}
