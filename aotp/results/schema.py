@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
+from aotp.cli import Refusal
+
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
@@ -37,8 +39,9 @@ STATUSES = ("success", "failed")
 EXTRA = "extra"  # the field that holds a block's open-ended keys, written flat beside the typed ones
 
 
-class RecordError(ValueError):
-    """A record that does not fit the schema; the message names the file and the key."""
+class RecordError(Refusal, ValueError):
+    """A record that does not fit the schema; the message names the file and the key (a command refuses it
+    in one line, as any bad input file)."""
 
 
 # ------------------------------------------------------------------------------------------- the blocks
