@@ -335,7 +335,7 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
         measured = []
         for run in per_run:
             record = read_record(Path(compare) / run["run_dir"] / "result.json")
-            if record is not None and record.succeeded:
+            if record is not None and record.succeeded and record.wall_seconds is not None:
                 measured.append((run["estimated_seconds"], float(record.wall_seconds)))
         if measured:
             ratios = [m / e for e, m in measured]

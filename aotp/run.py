@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from aotp.cli import ConfigError, Refusal, one_line, refuse
 from aotp.config_checks import check_group_choices, check_values
 from aotp.results.lock import RunLocked, run_lock
-from aotp.results.record import (RunRecord, drop_previous, environment, failed_record, git_info, identity, read_record,
-                                 run_dir_name, run_id, set_aside_previous, write_record)
-from aotp.results.schema import GitState, Inference, Params, Selection, Timings, Truncation, WarmStart
+from aotp.results.record import (drop_previous, environment, failed_record, git_info, identity, read_record,
+                                 run_dir_name, run_id, set_aside_previous, succeeded_record, write_record)
+from aotp.results.schema import Inference, Params, Selection, Timings, Truncation, WarmStart
 
 if TYPE_CHECKING:
     import torch
@@ -215,7 +215,7 @@ def warm_start(model, source: Path) -> WarmStart:
                 raise ConfigError(f"method.init_from={source}: {name} has shape {tuple(value.shape)}, "
                                   f"this model {tuple(parameters[name].shape)}")
             parameters[name].copy_(value)
-    source_record = read_record(source / "result.json") or RunRecord(status="failed")
+    source_record = read_record(source / "result.json")  # resolve_init_from checked it succeeded
     return WarmStart(run_dir=str(source), run_id=source_record.run_id, task=source_record.task, tensors=len(tensors),
                      parameters=int(sum(t.numel() for t in tensors.values())))
 
@@ -298,14 +298,6 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
     return written
 
 
-def succeeded_record(identity_fields: dict[str, Any], outcome: dict[str, Any], started: float,
-                     git: dict[str, Any]) -> RunRecord:
-    """A finished run's record: its identity, the blocks :func:`finish_run` measured, and the commit state
-    taken when it started (the code that ran), not the one at its end."""
-    outcome["env"].git = GitState(**git)
-    return RunRecord(**identity_fields, **outcome, status="success", wall_seconds=time.time() - started)
-
-
 def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict):
     from aotp.trainer.loggers import JsonlLogger, Loggers, WandbLogger
 
@@ -359,11 +351,11 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
 
 
 def finish_run(cfg, spec, method, model, data, trainer, state: dict, params: dict, run_dir: Path, device,
-               warm: dict | None = None, truncation: dict | None = None) -> dict:
+               warm: WarmStart | None = None, truncation: dict | None = None) -> dict[str, Any]:
     """After training (best state restored): save the trainable state, prepare the inference form and check
     the dev logits did not move, write predictions; returns the record's measured blocks (keyword arguments
-    of :class:`RunRecord`, see :func:`succeeded_record`). Shared with packed runs (:mod:`aotp.trainer.packed`),
-    so their records have the same form."""
+    of ``RunRecord``, see :func:`aotp.results.record.succeeded_record`). Shared with packed runs
+    (:mod:`aotp.trainer.packed`), so their records have the same form."""
     from aotp.trainer.checkpoint import save_tensors
     from aotp.trainer.loop import evaluate, predict_scores
 

@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 from aotp.results.schema import SCHEMA_VERSION, Environment, GitState, RecordError, RunRecord, migrate
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "RunRecord", "environment", "failed_record", "git_info", "identity",
-           "read_record", "run_dir_name", "run_id", "semantic_config", "write_json_atomic", "write_record"]
+           "read_record", "run_dir_name", "run_id", "semantic_config", "succeeded_record", "write_json_atomic",
+           "write_record"]
 # Config keys that do not change results; everything else is part of the run id.
 NON_SEMANTIC = {
     "paths": None,
@@ -237,3 +238,12 @@ def failed_record(identity_fields: dict[str, Any], error: BaseException, started
     """The record of a run that raised ``error`` (call inside the ``except`` block: it keeps the traceback)."""
     return RunRecord(**identity_fields, status="failed", error=f"{type(error).__name__}: {error}",
                      traceback=traceback.format_exc(), wall_seconds=time.time() - started, env=environment(git=git))
+
+
+def succeeded_record(identity_fields: dict[str, Any], outcome: dict[str, Any], started: float,
+                     git: dict[str, Any]) -> RunRecord:
+    """A finished run's record: its identity, what it measured and the commit state
+    taken when it started (the code that ran), not the one at its end. ``outcome``: the blocks
+    :func:`aotp.run.finish_run` measured."""
+    outcome["env"].git = GitState(**git)
+    return RunRecord(**identity_fields, **outcome, status="success", wall_seconds=time.time() - started)

@@ -367,8 +367,8 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
     as written (``RunRecord.to_dict()``)."""
     import shutil
 
-    from aotp.results.record import failed_record, identity, write_record
-    from aotp.run import finish_run, succeeded_record
+    from aotp.results.record import failed_record, identity, succeeded_record, write_record
+    from aotp.run import finish_run
 
     runs, _, _, provider = build_pack(configs, results_root)
     records = []
