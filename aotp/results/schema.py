@@ -35,7 +35,6 @@ from aotp.cli import Refusal
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
-STATUSES = ("success", "failed")
 EXTRA = "extra"  # the field that holds a block's open-ended keys, written flat beside the typed ones
 
 
