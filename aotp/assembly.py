@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from aotp.methods.base import Method
     from aotp.models import Backbone, TaskModel
+    from aotp.results.schema import RunRecord
     from aotp.tasks import TaskData, TaskSpec
     from aotp.tasks.data import Collator
 
@@ -50,7 +51,7 @@ class RunParts:
     device: "torch.device"
     data: Optional["TaskData"] = None
     run_dir: Optional[Path] = None
-    record: Optional[dict[str, Any]] = None
+    record: Optional["RunRecord"] = None
 
 
 def build_model(backbone, method, head: str, num_labels: int, seed: int = 0, pair_encoding: str = "cross"):
@@ -111,29 +112,23 @@ def build_run(cfg: Mapping[str, Any], spec=None, method=None, device: Optional[s
                     data=load_data(cfg, spec, backbone) if data else None)
 
 
-def finished_record(run_dir: Path | str, use: str = "evaluated") -> dict[str, Any]:
-    """The record of a finished run (``status: success``), read with :func:`aotp.results.record.read_record`;
-    a :class:`RunError` says why another directory cannot be ``use``\\ d."""
-    from aotp.results.record import read_record
+def finished_record(run_dir: Path | str, use: str = "evaluated") -> "RunRecord":
+    """The typed record of a finished run (``status: success``), read with
+    :func:`aotp.results.record.read_record`; a :class:`RunError` says why another directory cannot be ``use``\\ d."""
+    from aotp.results.record import RecordError, read_record
 
     run_dir = Path(run_dir)
     record_path = run_dir / "result.json"
-    if not record_path.is_file():
-        raise RunError(f"{run_dir} is not a run directory: {record_path} does not exist")
-    record = read_record(record_path)
+    try:
+        record = read_record(record_path)
+    except RecordError as error:
+        raise RunError(str(error)) from None
     if record is None:
-        raise RunError(f"{record_path} is not readable JSON")
-    status, error = record_value(record, "status"), record_value(record, "error")
-    if status != "success":
-        raise RunError(f"run {run_dir} has status {status!r}; only a finished (success) run can be {use}"
-                       f"{': ' + error if error else ''}")
+        raise RunError(f"{run_dir} is not a run directory: {record_path} does not exist")
+    if not record.succeeded:
+        raise RunError(f"run {run_dir} has status {record.status!r}; only a finished (success) run can be {use}"
+                       f"{': ' + record.error if record.error else ''}")
     return record
-
-
-def record_value(record: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """A top-level field of a record (``status``, ``config``, ``run_id``, ...); the one accessor the
-    assembly reads records through."""
-    return record.get(key, default)
 
 
 def load_run(run_dir: Path | str, device: str = "auto") -> RunParts:
@@ -150,7 +145,7 @@ def load_run(run_dir: Path | str, device: str = "auto") -> RunParts:
     weights = run_dir / "trainable.safetensors"
     if not weights.is_file():
         raise RunError(f"run {run_dir} has no trained weights: {weights} does not exist")
-    parts = build_run(record_value(record, "config"), device=device, data=False)
+    parts = build_run(record.config, device=device, data=False)
     parts.method.load_trainable_state_dict(parts.model, load_file(str(weights)))
     parts.model.to(parts.device).eval()
     return replace(parts, run_dir=run_dir, record=record)

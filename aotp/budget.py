@@ -293,7 +293,7 @@ def _done(results: Optional[Path], cfg: DictConfig) -> bool:
         return False
     config = to_container(cfg)
     record = read_record(Path(results) / run_dir_name(config, run_id(config)) / "result.json")
-    return record is not None and record.get("status") == "success"
+    return record is not None and record.succeeded
 
 
 def sweep_budget(overrides: list[str], results: Optional[Path] = None, jobs: int = 1) -> dict[str, Any]:

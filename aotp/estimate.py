@@ -331,8 +331,8 @@ def estimate(overrides: list[str], repeats: int = 5, compare: Optional[Path] = N
         measured = []
         for run in per_run:
             record = read_record(Path(compare) / run["run_dir"] / "result.json")
-            if record is not None and record.get("status") == "success":
-                measured.append((run["estimated_seconds"], float(record["wall_seconds"])))
+            if record is not None and record.succeeded and record.wall_seconds is not None:
+                measured.append((run["estimated_seconds"], float(record.wall_seconds)))
         if measured:
             ratios = [m / e for e, m in measured]
             result["comparison"] = {"records": len(measured), "estimated_hours": sum(e for e, _ in measured) / 3600,

@@ -33,10 +33,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from aotp.assembly import RunError, RunParts, load_run  # noqa: F401  (RunError, load_run: this module's API)
 from aotp.cli import Refusal
+
+if TYPE_CHECKING:
+    from aotp.results.schema import RunRecord
 
 USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
          "[data.max_eval_samples=N|null] [output=DIR] [device=auto|cpu|cuda] [batch_size=N]")
@@ -149,7 +152,7 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
              for split, examples in scored_examples.items()}
     gain = paired_bootstrap(spec.metrics, spec.main_metric, pairs, draws=BOOTSTRAP_DRAWS)
     summary = {"task": spec.full_name, "task_version": spec.version, "run_dir": str(loaded.run_dir),
-               "run_id": loaded.record.get("run_id"), "trained_task": loaded.spec.full_name,
+               "run_id": loaded.record.run_id, "trained_task": loaded.spec.full_name,
                "label_mapping": None if mapping is None else
                {name: loaded.spec.label_names[column] for name, column in zip(spec.label_names, mapping)},
                "metrics": metrics, "data": sizes, "max_eval_samples": limit,

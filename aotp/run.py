@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from aotp.cli import ConfigError, Refusal, one_line, refuse
 from aotp.config_checks import check_group_choices, check_values
 from aotp.results.lock import RunLocked, run_lock
-from aotp.results.record import (SCHEMA_VERSION, drop_previous, environment, git_info, read_record, run_dir_name,
-                                 run_id, set_aside_previous, write_json_atomic)
+from aotp.results.record import (drop_previous, environment, failed_record, git_info, identity, read_record,
+                                 run_dir_name, run_id, set_aside_previous, succeeded_record, write_record)
+from aotp.results.schema import Inference, Params, Selection, Timings, Truncation, WarmStart
 
 if TYPE_CHECKING:
     import torch
@@ -186,15 +186,15 @@ def resolve_init_from(cfg: DictConfig, overrides: list[str] | None) -> Path | No
                               f"(give a run directory, a run id or task:<benchmark>/<task>)")
         source, where = matches[0], f"run {value} ({matches[0]}) has not succeeded"
     record = read_record(source / "result.json")
-    if record is None or record.get("status") != "success" or not (source / "trainable.safetensors").is_file():
+    if record is None or not record.succeeded or not (source / "trainable.safetensors").is_file():
         raise ConfigError(f"{option}: {where}")
     for key in ("method", "model"):
-        if record.get(key) != cfg[key].name:
-            raise ConfigError(f"{option}: the source run is {key}={record.get(key)}, this run {key}={cfg[key].name}")
+        if getattr(record, key) != cfg[key].name:
+            raise ConfigError(f"{option}: the source run is {key}={getattr(record, key)}, this run {key}={cfg[key].name}")
     return source
 
 
-def warm_start(model, source: Path) -> dict[str, Any]:
+def warm_start(model, source: Path) -> WarmStart:
     """Load the source run's trained method weights (``trainable.safetensors``, the task head excepted:
     a new task has its own label space and its head starts fresh, as LoRA's --lora_path does)."""
     from safetensors.torch import load_file
@@ -214,14 +214,15 @@ def warm_start(model, source: Path) -> dict[str, Any]:
                 raise ConfigError(f"method.init_from={source}: {name} has shape {tuple(value.shape)}, "
                                   f"this model {tuple(parameters[name].shape)}")
             parameters[name].copy_(value)
-    source_record = read_record(source / "result.json") or {}
-    return {"run_dir": str(source), "run_id": source_record.get("run_id"), "task": source_record.get("task"),
-            "tensors": len(tensors), "parameters": int(sum(t.numel() for t in tensors.values()))}
+    source_record = read_record(source / "result.json")  # resolve_init_from checked it succeeded
+    return WarmStart(run_dir=str(source), run_id=source_record.run_id, task=source_record.task, tensors=len(tensors),
+                     parameters=int(sum(t.numel() for t in tensors.values())))
 
 
 def execute(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
-    """One run. Returns its record (also written to ``<run_dir>/result.json``). ``overrides``: the
-    command-line overrides (read from Hydra when None), needed by ``method.init_from=task:...``."""
+    """One run. Returns its record as written to ``<run_dir>/result.json`` (``RunRecord.to_dict()``; a skipped
+    run's record in the current schema). ``overrides``: the command-line overrides (read from Hydra when
+    None), needed by ``method.init_from=task:...``."""
     config = to_container(cfg)
     identifier = run_id(config)
     run_dir = Path(cfg.paths.results) / run_dir_name(config, identifier)
@@ -229,9 +230,9 @@ def execute(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     previous = read_record(record_path)
     # Checked before validation, which imports torch and the method libraries: a finished run of a
     # sweep is skipped in about a second.
-    if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
-        print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); record: {record_path}")
-        return previous
+    if previous is not None and previous.succeeded and not cfg.get("force", False):
+        print(f"Skipping {run_dir.name}: already succeeded (main={previous.main}); record: {record_path}")
+        return previous.to_dict()
     spec, method = validate(cfg)
     init_source = resolve_init_from(cfg, overrides if overrides is not None else job_overrides())
     try:
@@ -251,11 +252,10 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
     """The run, its lock held. The record is read again: the launch that held the lock may have finished it."""
     record_path = run_dir / "result.json"
     previous = read_record(record_path)
-    if previous is not None and previous.get("status") == "success":
+    if previous is not None and previous.succeeded:
         if not cfg.get("force", False):
-            print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); "
-                  f"record: {record_path}")
-            return previous
+            print(f"Skipping {run_dir.name}: already succeeded (main={previous.main}); record: {record_path}")
+            return previous.to_dict()
         set_aside_previous(run_dir)  # force: the old record stays aside until this run succeeds
         from aotp.trainer.checkpoint import delete_checkpoint
 
@@ -263,47 +263,38 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
         print(f"Retraining {run_dir.name} (force=true); the earlier record is kept as result.json.previous until "
               f"this run succeeds", flush=True)
     run_log = RunLog(run_dir / "run.log").open()
-    base = base_record(cfg, spec, identifier, run_dir, config)
+    base = identity(cfg, spec, identifier, run_dir, config)
     started = time.time()
     # The code that runs is the code imported now: the commit state is taken at the start, so edits or
     # commits made while a long run trains do not end up in its record.
     git_at_start = git_info()
     loggers = None
     try:
-        record, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config, init_source)
-        record = {**base, **record, "env": {**record["env"], "git": git_at_start}, "status": "success",
-                  "wall_seconds": time.time() - started}
+        outcome, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config, init_source)
+        record = succeeded_record(base, outcome, started, git_at_start)
         if not cfg.trainer.get("keep_weights", True):
             (run_dir / "trainable.safetensors").unlink(missing_ok=True)
-            record["trainable_weights"] = "deleted after success (trainer.keep_weights=false)"
+            record.trainable_weights = "deleted after success (trainer.keep_weights=false)"
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
-        record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                  "traceback": traceback.format_exc(), "wall_seconds": time.time() - started,
-                  "env": environment(git=git_at_start)}
-        write_json_atomic(record_path, record)
+        record = failed_record(base, error, started, git_at_start)
+        write_record(record_path, record)
         if loggers is not None:
-            loggers.finish(record)
-        notes.error("Run failed: %s; record: %s", record["error"], record_path)
+            loggers.finish(record.to_dict())
+        notes.error("Run failed: %s; record: %s", record.error, record_path)
         run_log.close()
         raise
-    write_json_atomic(record_path, record)
+    write_record(record_path, record)
     from aotp.trainer.checkpoint import delete_checkpoint
 
     delete_checkpoint(run_dir / "checkpoint")  # after the record: a kill in between leaves a finished run
     drop_previous(run_dir)
-    loggers.finish(record)
-    note(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record['metrics']['main']:.4f} "
-         f"({', '.join(f'{k}={v:.4f}' for k, v in record['metrics'].items() if k not in ('main', 'best_step'))})")
+    written = record.to_dict()
+    loggers.finish(written)
+    note(f"{spec.full_name} {cfg.model.name} {cfg.method.name} seed={cfg.seed}: dev main={record.main:.4f} "
+         f"({', '.join(f'{k}={v:.4f}' for k, v in record.metrics.items() if k not in ('main', 'best_step'))})")
     note(f"Record: {record_path}")
     run_log.close()
-    return record
-
-
-def base_record(cfg: DictConfig, spec, identifier: str, run_dir: Path, config: dict) -> dict[str, Any]:
-    """The identity part of a run record (success or failure)."""
-    return {"schema_version": SCHEMA_VERSION, "run_id": identifier, "run_dir": str(run_dir),
-            "experiment": cfg.get("experiment_name"), "task": spec.full_name, "task_version": spec.version,
-            "method": cfg.method.name, "model": cfg.model.name, "seed": int(cfg.seed), "config": config}
+    return written
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, identifier: str, config: dict):
@@ -329,7 +320,7 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     model, data = parts.model, parts.data
     warm = warm_start(model, init_source) if init_source is not None else None
     if warm is not None:
-        print(f"Warm start: {warm['tensors']} trained tensors ({warm['parameters']:,} values) from {init_source}", flush=True)
+        print(f"Warm start: {warm.tensors} trained tensors ({warm.parameters:,} values) from {init_source}", flush=True)
     params = parameter_counts(model, method)
     loggers.describe({"params": {**params, "share": params["trainable"] / params["total"]}})
     note(f"{spec.full_name}: train {len(data[spec.train_split])}, "
@@ -344,10 +335,11 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     return finish_run(cfg, parts, fitted, params, run_dir, warm=warm, truncation=truncation), loggers
 
 
-def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: dict | None = None,
-               truncation: dict | None = None) -> dict:
+def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: WarmStart | None = None,
+               truncation: dict | None = None) -> dict[str, Any]:
     """After training (best state restored): save the trainable state, prepare the inference form and check
-    the dev logits did not move, write predictions; returns the record's training part. ``parts``: the run's
+    the dev logits did not move, write predictions; returns the record's measured blocks (keyword arguments
+    of ``RunRecord``, see :func:`aotp.results.record.succeeded_record`). ``parts``: the run's
     :class:`aotp.assembly.RunParts` (data loaded); ``fitted``: :meth:`aotp.trainer.loop.Trainer.fit`'s
     :class:`~aotp.trainer.loop.Fitted`. Shared with packed runs (:mod:`aotp.trainer.packed`), so their records
     have the same form."""
@@ -393,24 +385,23 @@ def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: dict | Non
         write_predictions(run_dir / "predictions" / f"{split}.jsonl",
                           formatter.predictions(spec, data[split].examples, split_scores))
     metrics["best_step"] = state["best_step"]
-    record = {
+    return {
         "metrics": metrics,
-        "selection": {"best_step": state["best_step"], "best_main_during_training": state["best_main"],
-                      "stopped_early": state["stopped_early"], "total_steps": fitted.total_steps,
-                      "steps_done": state["step"], "skipped_steps": state.get("skipped_steps", 0),
-                      "history": state["history"]},
-        "params": {**params, "share": params["trainable"] / params["total"]},
-        **({"init_from": warm} if warm is not None else {}),
-        "inference": {**inference_facts, "max_abs_logit_diff": max_diff, "tolerance": tolerance,
-                      "prepare_seconds": prepare_seconds},
+        "selection": Selection(best_step=state["best_step"], best_main_during_training=state["best_main"],
+                               stopped_early=state["stopped_early"], total_steps=fitted.total_steps,
+                               steps_done=state["step"], skipped_steps=state.get("skipped_steps", 0),
+                               history=state["history"]),
+        "params": Params(**params, share=params["trainable"] / params["total"]),
+        "init_from": warm,
+        "inference": Inference(max_abs_logit_diff=max_diff, tolerance=tolerance, prepare_seconds=prepare_seconds,
+                               extra=inference_facts),
         "data": {split: len(data[split]) for split in data.splits},
-        "truncation": truncation,
-        "timings": {"train_seconds": state["train_seconds"], "eval_seconds": state["eval_seconds"] + final_eval_seconds,
-                    "train_examples_per_second": state["train_examples"] / max(state["train_seconds"], 1e-9),
-                    "train_examples": state["train_examples"]},
+        "truncation": Truncation(**truncation) if truncation is not None else None,
+        "timings": Timings(train_seconds=state["train_seconds"], eval_seconds=state["eval_seconds"] + final_eval_seconds,
+                           train_examples_per_second=state["train_examples"] / max(state["train_seconds"], 1e-9),
+                           train_examples=state["train_examples"]),
         "env": environment(device),
     }
-    return record
 
 
 def report_truncation(data, data_cfg) -> dict[str, Any]:
@@ -463,7 +454,7 @@ def main(cfg: DictConfig) -> float | None:
         if isinstance(error, Refusal):  # a bad option, file or name: one line, exit 2
             refuse(str(error))
         raise
-    return record.get("metrics", {}).get("main")
+    return (record.get("metrics") or {}).get("main")
 
 
 def check_command_line(arguments: list[str]) -> None:

@@ -85,7 +85,7 @@ def plan(overrides: Sequence[str], pack: int) -> tuple[list[str], list[Job], lis
         config = to_container(cfg)
         name = run_dir_name(config, run_id(config))
         record = read_record(Path(cfg.paths.results) / name / "result.json")
-        if record is not None and record.get("status") == "success" and not cfg.get("force", False):
+        if record is not None and record.succeeded and not cfg.get("force", False):
             done.append(name)
             continue
         if pack > 1 and packable(cfg):

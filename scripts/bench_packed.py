@@ -82,7 +82,7 @@ def main() -> None:
               "k": len(seeds) * len(lrs), "seeds": seeds, "lrs": lrs, "model": args.model, "method": args.method,
               "task": args.task, "steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
               "dtype": "fp32", "load_average_at_end": os.getloadavg(), "pairs": pairs, "summary": summary,
-              "env": environment(torch.device("cpu"))}
+              "env": environment(torch.device("cpu")).to_dict()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

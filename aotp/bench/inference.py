@@ -40,7 +40,6 @@ import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,9 @@ from aotp.bench import timing
 from aotp.bench.multitask import AoTServer, Server, build_servers, form_of, unserved_methods
 from aotp.bench.variants import Variant, backbone_variant, base_model, build_variant, default_variants
 from aotp.models import build_backbone
+from aotp.results.record import environment as record_environment
+from aotp.results.record import git_info
+from aotp.results.schema import Environment
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Default comparisons (choices of this benchmark, not knowledge of the methods): the multi-task servers,
@@ -62,7 +64,7 @@ DEFAULT_MULTITASK = ("aot_fc/materialized", "lora/unmerged", "lora/merged", "ada
                      "adapter_pfeiffer/adapters", "ptuning_v2/prefix16")
 DEFAULT_HEADLINE = ("full_ft/same_as_backbone", "aot_fc/materialized", "aot_fc/materialized_previous")
 TRAIN_STEP_METHODS = ("full_ft", "aot_fc")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the file's env is the run record's (env.git.sha, not git_sha); aotp/bench/report.py reads 1-3
 BENCHED_CODE = ("aotp/bench", "aotp/methods", "aotp/inference", "aotp/models")  # uncommitted changes here are recorded
 
 
@@ -100,41 +102,19 @@ class BenchConfig:
 
 
 # -- environment ------------------------------------------------------------------------------------
-def environment(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
-    import transformers
-
+def environment(cfg: BenchConfig, device: torch.device) -> Environment:
+    """The run record's environment block (:func:`aotp.results.record.environment`; ``git`` counts changes to
+    the benched code only), with the benchmark's own facts as its ``extra``."""
     cpu = platform.processor()
     try:
         match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
         cpu = match.group(1).strip() if match else cpu
     except OSError:
         pass
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args):
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
-            return out.stdout.strip() if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--", *BENCHED_CODE)
-    env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-           "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-           "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-           "git_sha": git("rev-parse", "HEAD"),
-           "dirty_paths": [line[3:] for line in status.splitlines()] if status else [],
-           "dtype": cfg.dtype, "device": str(device),
-           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": timing.load_average()}
-    try:
-        import adapters
-        env["adapters"] = adapters.__version__
-    except ImportError:
-        pass
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
+    return record_environment(device, git=git_info(BENCHED_CODE), cpu=cpu,
+                              interop_threads=torch.get_num_interop_threads(), dtype=cfg.dtype,
+                              timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              loadavg_start=timing.load_average())
 
 
 # -- inputs and checks ----------------------------------------------------------------------------------
@@ -203,7 +183,7 @@ class Bench:
             raise RuntimeError("device=cuda but torch.cuda.is_available() is False")
         self.dtype = DTYPES[cfg.dtype]
         self.env = environment(cfg, self.device)
-        self.env["quiet_check"] = cfg.quiet or None
+        self.env.extra["quiet_check"] = cfg.quiet or None
         model_cfg = cfg.model_config or {"name": cfg.model, "source": "package" if cfg.model == "minilm" else "hub"}
         if not cfg.model_config and cfg.model != "minilm":
             raise ValueError("pass model_config (the model group dict) for models other than minilm")
@@ -507,16 +487,15 @@ class Bench:
 
     def finish(self) -> tuple[list[dict[str, Any]], Path]:
         cfg = self.cfg
-        self.env["loadavg_end"] = timing.load_average()
-        self.env["config"] = _jsonable(asdict(cfg))
-        self.env["command"] = cfg.command
+        self.env.extra.update(loadavg_end=timing.load_average(), config=_jsonable(asdict(cfg)), command=cfg.command)
+        env = self.env.to_dict()
         for record in self.records:
-            record["env"] = self.env
+            record["env"] = env
         out_dir = Path(cfg.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         tag = cfg.tag or f"{self.model_name}_{self.device.type}_{cfg.dtype}"
         path = out_dir / f"{tag}.json"
-        payload = {"schema_version": SCHEMA_VERSION, "env": self.env, "records": self.records}
+        payload = {"schema_version": SCHEMA_VERSION, "env": env, "records": self.records}
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(_jsonable(payload), indent=1))
         tmp.replace(path)
@@ -585,7 +564,7 @@ def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = print) -> tupl
     """Run every section; write ``<out_dir>/<tag>.json`` (``{"schema_version", "env", "records"}``)."""
     bench = Bench(cfg, log)
     log(f"[bench] {bench.model_name} on {bench.device}, {cfg.threads} thread(s), {cfg.dtype}; "
-        f"load average {bench.env['loadavg_start']}")
+        f"load average {bench.env.extra['loadavg_start']}")
     bench.single_task()
     bench.multi_task()
     bench.train_step()

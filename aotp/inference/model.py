@@ -336,13 +336,14 @@ def _describe(model_cfg: dict) -> str:
 
 
 def _read_run(run_dir: Path) -> tuple[Path, dict]:
-    from aotp.assembly import finished_record, record_value
+    from aotp.assembly import finished_record
 
     path = run_dir / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass directories of finished runs (aotp.run writes result.json)")
-    config = record_value(finished_record(run_dir, use="served"), "config")  # a RunError (ValueError) unless success
-    if not isinstance(config, dict) or not all(k in config for k in ("model", "task", "method")):
+    # a RunError (ValueError) names the file and key of a malformed record, or the status of an unfinished run
+    config = finished_record(run_dir, use="served").config
+    if not all(k in config for k in ("model", "task", "method")):
         raise ValueError(f"{path}: expected the resolved config under key 'config' with 'model', 'task' and 'method'")
     method = config["method"].get("name")
     if method not in aot_method_names():

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from aotp.cli import ArgumentParser, guarded
+from aotp.results.record import RecordError, RunRecord, read_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,23 +141,19 @@ def _direction(main_metric: Any) -> bool:
         return True
 
 
-def parse_record(record: dict, path: str) -> Run:
-    config = record.get("config") or {}
-    task_full = record.get("task") or f"{config['task']['benchmark']}/{config['task']['name']}"
-    benchmark, _, task = task_full.partition("/")
-    metrics = record.get("metrics") or {}
-    params = record.get("params") or {}
-    git = (record.get("env") or {}).get("git") or {}
+def parse_record(record: RunRecord, path: str) -> Run:
+    """The table's view of a typed record (read by :func:`aotp.results.record.read_record`)."""
+    config = record.config
+    if record.task is None or record.seed is None:
+        raise RecordError(f"{path}: no task or seed (neither in the record nor in its config)")
+    benchmark, _, task = record.task.partition("/")
+    metrics = record.metrics or {}
     return Run(
-        path=path, status=str(record.get("status")), benchmark=benchmark, task=task,
-        task_version=record.get("task_version", (config.get("task") or {}).get("version")),
-        model=str(record.get("model") or config["model"]["name"]), method=str(record.get("method") or config["method"]["name"]),
-        seed=int(record.get("seed", config.get("seed"))), lr=float(config["method"]["lr"]),
-        main=float(metrics["main"]) if metrics.get("main") is not None else None,
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        share=float(params["share"]) if params.get("share") is not None else None,
-        dirty=git.get("dirty"), error=record.get("error"), run_id=str(record.get("run_id")),
-        experiment=record.get("experiment"),
+        path=path, status=record.status, benchmark=benchmark, task=task, task_version=record.task_version,
+        model=str(record.model), method=str(record.method), seed=int(record.seed), lr=float(config["method"]["lr"]),
+        main=record.main, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        share=float(record.params.share) if record.params is not None and record.params.share is not None else None,
+        dirty=record.env.git.dirty, error=record.error, run_id=str(record.run_id), experiment=record.experiment,
         higher_is_better=_direction((config.get("task") or {}).get("main_metric")),
         subsets=subsets_of(config.get("data") or {}),
     )
@@ -180,15 +177,14 @@ def load_runs(results_dir: Path, experiments: Optional[Sequence[str]] = None) ->
     for path in sorted(results_dir.rglob("result.json")):
         relative = str(path.relative_to(results_dir))
         try:
-            record = json.loads(path.read_text())
+            record = read_record(path)
+            if record is None:  # removed since the listing
+                continue
             run = parse_record(record, relative)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:  # RecordError is a ValueError
             warnings.append(f"unreadable record {relative}: {type(error).__name__}: {error}")
             continue
         if experiments and run.experiment not in experiments:
-            continue
-        if run.status not in ("success", "failed"):
-            warnings.append(f"record {relative} has status {run.status!r}; ignored")
             continue
         if run.status == "success" and run.main is None:
             warnings.append(f"record {relative} says success but has no metrics.main; ignored")

@@ -2,7 +2,9 @@
 
 The run id is a short hash of the *semantic* config: what changes the numbers (model, method,
 task name and version, data subset, trainer hyperparameters, seed), not where files go, how runs
-are logged or which device runs them. One ``result.json`` per run is the source of truth.
+are logged or which device runs them. One ``result.json`` per run is the source of truth: written by
+:func:`write_record` and read by :func:`read_record` only, as a typed :class:`RunRecord`
+(:mod:`aotp.results.schema`: the dataclasses, the JSON Schema and the migration of older records).
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ import os
 import platform
 import subprocess
 import sys
+import time
+import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-SCHEMA_VERSION = 1
+from aotp.results.schema import SCHEMA_VERSION, Environment, GitState, RecordError, RunRecord, migrate
+
+__all__ = ["SCHEMA_VERSION", "RecordError", "RunRecord", "environment", "failed_record", "git_info", "identity",
+           "read_record", "run_dir_name", "run_id", "semantic_config", "succeeded_record", "write_json_atomic",
+           "write_record"]
 # Config keys that do not change results; everything else is part of the run id.
 NON_SEMANTIC = {
     "paths": None,
@@ -114,15 +122,20 @@ def run_dir_name(config: dict[str, Any], identifier: str) -> str:
     return f"{task['benchmark']}-{task['name']}__{config['model']['name']}__{config['method']['name']}__seed{config['seed']}__{identifier}"
 
 
-def git_info() -> dict[str, Any]:
+def git_info(paths: Sequence[str] = ()) -> dict[str, Any]:
+    """The commit state of the code: ``{"sha", "dirty", "dirty_paths"}`` (``paths``: only changes there count,
+    e.g. the benchmark's benched code; default the whole tree; untracked files never count)."""
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout
-        return {"sha": sha or None, "dirty": bool(status.strip()) if sha else None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=root,
+                                capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return {"sha": None, "dirty": None}
+        return {"sha": None, "dirty": None, "dirty_paths": None}
+    if not sha:
+        return {"sha": None, "dirty": None, "dirty_paths": None}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    return {"sha": sha, "dirty": bool(changed), "dirty_paths": changed}
 
 
 def package_versions(names=("aotp", "torch", "transformers", "adapters", "datasets", "hydra-core", "safetensors",
@@ -136,27 +149,22 @@ def package_versions(names=("aotp", "torch", "transformers", "adapters", "datase
     return versions
 
 
-def environment(device=None, git: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Where a run ran. ``git``: the commit state taken when the run started (default: now)."""
+def environment(device=None, git: Optional[dict[str, Any]] = None, **extra: Any) -> Environment:
+    """Where a run ran (the run record's ``env``; the benchmark's too, with its own facts as ``extra``).
+    ``git``: the commit state taken when the run started (default: now)."""
     import torch
 
-    info = {
-        "git": git if git is not None else git_info(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": package_versions(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cuda_available": torch.cuda.is_available(),
-        "device": str(device) if device is not None else None,
-        "device_name": None,
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-    }
+    git = git if git is not None else git_info()
+    info = Environment(
+        git=GitState(**git),
+        python=sys.version.split()[0], platform=platform.platform(), packages=package_versions(),
+        torch=torch.__version__, cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(),
+        device=str(device) if device is not None else None, device_name=None, cpu_count=os.cpu_count(),
+        threads=torch.get_num_threads(), extra=dict(extra))
     if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        info.device_name = torch.cuda.get_device_name(torch.device(device))
     elif device is not None:
-        info["device_name"] = platform.processor() or platform.machine()
+        info.device_name = platform.processor() or platform.machine()
     return info
 
 
@@ -190,9 +198,52 @@ def drop_previous(run_dir: Path) -> None:
         (Path(run_dir) / (name + PREVIOUS_SUFFIX)).unlink(missing_ok=True)
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
+# ------------------------------------------------------------------- the one writer and the one reader
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    """Write ``record`` to ``path`` (``<run dir>/result.json``) atomically, in the current schema."""
+    write_json_atomic(path, record.to_dict())
+
+
+def read_record(path: Path) -> RunRecord | None:
+    """The record at ``path`` as a :class:`RunRecord` (older schemas migrated), or None when there is none.
+
+    A file that is not JSON or not a run record raises :class:`RecordError` naming the file and the key:
+    records are written atomically, so such a file was edited or written by something else, and is
+    reported rather than silently taken for a missing run."""
+    path = Path(path)
     try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        raise RecordError(f"{path}: unreadable ({error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RecordError(f"{path}: not JSON ({error})") from None
+    return migrate(data, str(path))
+
+
+def identity(cfg, spec, identifier: str, run_dir: Path, config: dict) -> dict[str, Any]:
+    """The identity fields of a run's record (success or failure), as keyword arguments of :class:`RunRecord`."""
+    return {"run_id": identifier, "run_dir": str(run_dir), "experiment": cfg.get("experiment_name"),
+            "task": spec.full_name, "task_version": spec.version, "method": cfg.method.name, "model": cfg.model.name,
+            "seed": int(cfg.seed), "config": config}
+
+
+def failed_record(identity_fields: dict[str, Any], error: BaseException, started: float,
+                  git: dict[str, Any]) -> RunRecord:
+    """The record of a run that raised ``error`` (call inside the ``except`` block: it keeps the traceback)."""
+    return RunRecord(**identity_fields, status="failed", error=f"{type(error).__name__}: {error}",
+                     traceback=traceback.format_exc(), wall_seconds=time.time() - started, env=environment(git=git))
+
+
+def succeeded_record(identity_fields: dict[str, Any], outcome: dict[str, Any], started: float,
+                     git: dict[str, Any]) -> RunRecord:
+    """A finished run's record: its identity, what it measured and the commit state
+    taken when it started (the code that ran), not the one at its end. ``outcome``: the blocks
+    :func:`aotp.run.finish_run` measured."""
+    outcome["env"].git = GitState(**git)
+    return RunRecord(**identity_fields, **outcome, status="success", wall_seconds=time.time() - started)

@@ -65,7 +65,6 @@ import itertools
 import logging
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -198,8 +197,8 @@ def finished(run_dir: Path, cfg) -> bool:
     from aotp.results.record import read_record
 
     previous = read_record(run_dir / "result.json")
-    if previous is not None and previous.get("status") == "success" and not cfg.get("force", False):
-        print(f"Skipping {run_dir.name}: already succeeded (main={previous['metrics'].get('main')}); "
+    if previous is not None and previous.succeeded and not cfg.get("force", False):
+        print(f"Skipping {run_dir.name}: already succeeded (main={previous.main}); "
               f"record: {run_dir / 'result.json'}", flush=True)
         return True
     return False
@@ -468,7 +467,7 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
 def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str, Any]]:
     """Train the K runs of ``configs`` packed; write each run's record (``success`` or ``failed``) exactly
     as :func:`aotp.run.execute` would, each under its run's lock. Returns the records of the runs trained
-    now (finished runs, and runs another process holds, left out)."""
+    now (finished runs, and runs another process holds, left out), as written (``RunRecord.to_dict()``)."""
     runs, backbone, _, provider = build_pack(configs, results_root)
     if not runs:  # every run of the pack already succeeded (or is held by another process)
         return []
@@ -480,8 +479,8 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
 
 def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiases) -> list[dict[str, Any]]:
     from aotp.assembly import RunParts
-    from aotp.results.record import drop_previous, environment, write_json_atomic
-    from aotp.run import base_record, finish_run
+    from aotp.results.record import drop_previous, failed_record, identity, succeeded_record, write_record
+    from aotp.run import finish_run
     from aotp.trainer.checkpoint import delete_checkpoint
 
     records = []
@@ -489,38 +488,34 @@ def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiase
         fit_pack(runs, provider)
     except Exception as error:  # noqa: BLE001 - the whole pack failed: every run gets a failed record
         for run in runs:
-            record = {**base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config), "status": "failed",
-                      "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(),
-                      "wall_seconds": time.time() - run.started, "env": environment(git=run.git)}
-            write_json_atomic(run.run_dir / "result.json", record)
-            run.loggers.finish(record)
+            record = failed_record(identity(run.cfg, run.spec, run.identifier, run.run_dir, run.config), error,
+                                   run.started, run.git)
+            write_record(run.run_dir / "result.json", record)
+            run.loggers.finish(record.to_dict())
         raise
     for run in runs:  # inference form, check and record, one run at a time (hooks pointed at the run)
         provider.single = run.model.aot
-        base = base_record(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
+        base = identity(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
         try:
             parts = RunParts(run.cfg, run.spec, run.method, backbone, run.model, run.trainer.collator,
                              run.trainer.device, run.data)
-            part = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
-                              truncation=run.truncation)
-            record = {**base, **part, "env": {**part["env"], "git": run.git}, "status": "success",
-                      "wall_seconds": time.time() - run.started}
+            outcome = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
+                                 truncation=run.truncation)
+            record = succeeded_record(base, outcome, run.started, run.git)
             if not run.cfg.trainer.get("keep_weights", True):  # as aotp.run.execute_locked
                 (run.run_dir / "trainable.safetensors").unlink(missing_ok=True)
-                record["trainable_weights"] = "deleted after success (trainer.keep_weights=false)"
+                record.trainable_weights = "deleted after success (trainer.keep_weights=false)"
         except Exception as error:  # noqa: BLE001 - this run failed; the others still get their records
-            record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc(), "wall_seconds": time.time() - run.started,
-                      "env": environment(git=run.git)}
-        write_json_atomic(run.run_dir / "result.json", record)
-        if record["status"] == "success":
+            record = failed_record(base, error, run.started, run.git)
+        write_record(run.run_dir / "result.json", record)
+        if record.succeeded:
             delete_checkpoint(run.run_dir / "checkpoint")  # after the record: a kill in between leaves a finished run
             drop_previous(run.run_dir)
-        run.loggers.finish(record)
-        if record["status"] == "success":
-            print(f"{run.spec.full_name} seed={run.cfg.seed} lr={run.cfg.method.lr}: dev main={record['metrics']['main']:.4f}"
+        run.loggers.finish(record.to_dict())
+        if record.succeeded:
+            print(f"{run.spec.full_name} seed={run.cfg.seed} lr={run.cfg.method.lr}: dev main={record.main:.4f}"
                   f" | record: {run.run_dir / 'result.json'}", flush=True)
-        records.append(record)
+        records.append(record.to_dict())
     return records
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from aotp.results.schema import RunRecord, committed_schema, validate
 from tests.helpers import REPO_ROOT, run_cli
 
 FAST = ["task=glue/rte", "trainer.progress=false", "data.max_length=64", "data.max_train_samples=96",
@@ -29,7 +31,10 @@ def test_tiny_run_writes_a_success_record(model, shared_data, tmp_path):
                       f"paths.cache={tmp_path / 'cache'}", *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
     record, path = only_record(tmp_path)
-    assert record["status"] == "success" and record["schema_version"] == 1
+    assert record["status"] == "success" and record["schema_version"] == 2
+    # the written form is the typed record's: every key of RunRecord, in order, valid against the schema file
+    assert list(record) == [f.name for f in dataclasses.fields(RunRecord)] and validate(record, committed_schema()) == []
+    assert RunRecord.from_dict(record).to_dict() == record
     assert record["task"] == "glue/rte" and record["model"] == model and record["method"] == "full_ft"
     assert path.parent.name.startswith(f"glue-rte__{model}__full_ft__seed42__") and record["run_id"] in path.parent.name
     assert 0.0 <= record["metrics"]["main"] == record["metrics"]["accuracy"] <= 1.0
@@ -59,6 +64,7 @@ def test_finished_run_is_skipped_and_failure_is_recorded(shared_data, tmp_path):
     failed = [json.loads(p.read_text()) for p in tmp_path.glob("*seed7*/result.json")]
     assert len(failed) == 1 and failed[0]["status"] == "failed"
     assert failed[0]["error"] and "Traceback" in failed[0]["traceback"]
+    assert validate(failed[0], committed_schema()) == [] and failed[0]["metrics"] is None
 
 
 def test_kill_minus_nine_then_resume_matches_uninterrupted_run(shared_data, tmp_path):
@@ -93,13 +99,15 @@ def test_record_keeps_the_commit_state_taken_when_the_run_started(shared_data, t
     from aotp.results import record as record_module
     from tests.helpers import compose
 
-    monkeypatch.setattr(run_module, "git_info", lambda: {"sha": "a" * 40, "dirty": False})  # at the start
-    monkeypatch.setattr(record_module, "git_info", lambda: {"sha": "b" * 40, "dirty": True})  # any later call
+    monkeypatch.setattr(run_module, "git_info", lambda: {"sha": "a" * 40, "dirty": False, "dirty_paths": []})  # at the start
+    monkeypatch.setattr(record_module, "git_info", lambda paths=(): {"sha": "b" * 40, "dirty": True,
+                                                                    "dirty_paths": ["x.py"]})  # any later call
     cfg = compose(["model=tiny_bert", f"data.root={shared_data}", f"paths.results={tmp_path}", "trainer.max_steps=2",
                    f"paths.cache={tmp_path / 'cache'}", *FAST])
     record = run_module.execute(cfg)
-    assert record["status"] == "success" and record["env"]["git"] == {"sha": "a" * 40, "dirty": False}
-    assert only_record(tmp_path)[0]["env"]["git"] == {"sha": "a" * 40, "dirty": False}
+    at_start = {"sha": "a" * 40, "dirty": False, "dirty_paths": []}
+    assert record["status"] == "success" and record["env"]["git"] == at_start
+    assert only_record(tmp_path)[0]["env"]["git"] == at_start
 
 
 def test_trainer_adam_betas_and_eps_reach_the_optimizer(shared_data, tmp_path, monkeypatch):

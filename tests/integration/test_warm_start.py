@@ -64,7 +64,7 @@ def test_rte_run_starts_from_the_mnli_runs_lora_weights_and_trains(tmp_path, mnl
     assert any(not torch.equal(after[name], value) for name, value in trained_lora.items())
     # a warm-started run is another run than a cold one
     cold = run_module.execute(compose(overrides(tmp_path, "task=glue/rte")), overrides=overrides(tmp_path, "task=glue/rte"))
-    assert cold["run_id"] != record["run_id"] and "init_from" not in cold
+    assert cold["run_id"] != record["run_id"] and cold["init_from"] is None
 
 
 def test_init_from_takes_a_run_directory_or_a_run_id(tmp_path, mnli_run):

@@ -13,12 +13,14 @@ from aotp.bench.inference import BenchConfig, OutputCheck, run_benchmarks, summa
 from aotp.bench.multitask import RoutedLoRAServer, form_of
 from aotp.bench.variants import default_variants, resolve
 from aotp.methods import METHODS
+from aotp.results.schema import json_schema, validate
 
 TINY = {"source": "tiny", "name": "tiny_bert", "family": "bert"}
 REQUIRED = {"model", "device", "threads", "dtype", "method", "variant", "tasks", "batch_size", "seq_len",
             "latency_ms_median", "latency_ms_p90", "throughput_examples_per_s", "peak_memory_bytes",
             "overhead_vs_backbone", "outputs_checked", "env"}
-ENV = {"git_sha", "torch", "threads", "loadavg_start", "loadavg_end", "cpu", "dtype", "config"}
+# the run record's env block (aotp.results.schema.Environment) + the benchmark's own facts
+ENV = {"git", "torch", "packages", "threads", "loadavg_start", "loadavg_end", "cpu", "dtype", "config"}
 # P-Tuning v2 with short prefixes: the tiny model is small, the code path is the same.
 VARIANTS = tuple(v.replace("prefix16", "prefix4").replace("prefix64", "prefix8") for v in default_variants())
 MULTI = ("aot_fc/materialized", "lora/unmerged", "lora/merged", "adapter_houlsby/adapters",
@@ -44,7 +46,7 @@ def bench_run(tmp_path_factory):
 def test_records_are_complete_and_written(bench_run):
     records, path = bench_run
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 2 and data["records"] == json.loads(json.dumps(records))
+    assert data["schema_version"] == 3 and data["records"] == json.loads(json.dumps(records))
     timed = [r for r in records if r["kind"] in ("single_task", "headline", "multi_task") and r.get("serving") != "not_timed"]
     for record in timed:
         assert REQUIRED <= set(record), REQUIRED - set(record)
@@ -53,6 +55,10 @@ def test_records_are_complete_and_written(bench_run):
         assert record["peak_memory_bytes"] >= record["weights_bytes"] > 0
         assert record["activation_peak_bytes"] > 0
     assert data["env"]["threads"] == 1 and data["env"]["command"] == "pytest"
+    assert set(data["env"]["git"]) == {"sha", "dirty", "dirty_paths"} and "git_sha" not in data["env"]
+    assert validate(data["env"], {**json_schema(), "$ref": "#/$defs/Environment"}) == []
+    env = report.load(path)["env"]  # the typed block the report reads
+    assert env.git.sha == data["env"]["git"]["sha"] and env.extra["command"] == "pytest"
     assert "vs bb" in summary(records) and "aot_fc" in summary(records)
 
 
