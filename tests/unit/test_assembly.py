@@ -35,7 +35,7 @@ def test_build_run_and_load_run_assemble_the_same_run(tmp_path):
     assert all(torch.equal(first[name], second[name]) for name in first)
 
     loaded = load_run(record["run_dir"], device="cpu")
-    assert loaded.record == json.loads((loaded.run_dir / "result.json").read_text()) and loaded.data is None
+    assert loaded.record.to_dict() == json.loads((loaded.run_dir / "result.json").read_text()) and loaded.data is None
     assert loaded.config == record["config"] and not loaded.model.training
     # the same model (frozen weights included) with the trained state loaded
     built_state, loaded_state = built.model.state_dict(), loaded.model.state_dict()
@@ -52,11 +52,16 @@ def test_build_run_and_load_run_assemble_the_same_run(tmp_path):
 
 
 def test_only_a_finished_run_is_reopened(tmp_path):
-    (tmp_path / "result.json").write_text("{not json")
-    with pytest.raises(RunError, match="result.json is not readable JSON"):
+    with pytest.raises(RunError, match="is not a run directory: .*result.json does not exist"):
         finished_record(tmp_path)
-    (tmp_path / "result.json").write_text(json.dumps({"status": "running"}))
-    with pytest.raises(RunError, match=r"has status 'running'; only a finished \(success\) run can be served$"):
+    (tmp_path / "result.json").write_text("{not json")
+    with pytest.raises(RunError, match="result.json: not JSON"):
+        finished_record(tmp_path)
+    (tmp_path / "result.json").write_text(json.dumps({"status": "running"}))  # no writer produces it
+    with pytest.raises(RunError, match=r"result.json.status: 'running'; valid: 'success', 'failed'"):
+        finished_record(tmp_path)
+    (tmp_path / "result.json").write_text(json.dumps({"status": "failed", "error": "boom", "config": {}}))
+    with pytest.raises(RunError, match=r"has status 'failed'; only a finished \(success\) run can be served: boom$"):
         finished_record(tmp_path, use="served")
     (tmp_path / "result.json").write_text(json.dumps({"status": "success", "config": {}}))
     with pytest.raises(RunError, match="has no trained weights: .*trainable.safetensors does not exist"):
