@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aotp.cli import ConfigError, Refusal, one_line, refuse
 from aotp.config_checks import check_group_choices, check_values
+from aotp.paths import config_root
 from aotp.results.lock import RunLocked, run_lock
 from aotp.results.record import (SCHEMA_VERSION, drop_previous, environment, git_info, read_record, run_dir_name,
                                  run_id, set_aside_previous, write_json_atomic)
@@ -47,7 +48,7 @@ OmegaConf.register_new_resolver("aotp.name_or", lambda value, fallback: fallback
                                 replace=True)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = config_root()
 
 
 def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
@@ -472,7 +473,10 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+# Relative to this module: run as a file (python -m aotp.run) Hydra reads the folder next to it; run from the
+# console script (aotp-run) it reads the package resource pkg://aotp/configs. Either way the configs that
+# ship inside the package, found from any working directory.
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -517,7 +521,12 @@ def check_command_line(arguments: list[str]) -> None:
         refuse(f"{one_line(str(error)).removesuffix(' Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.')}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``aotp-run`` (console script) and ``python -m aotp.run``: one-line refusals first, then Hydra."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     check_command_line(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

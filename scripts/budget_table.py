@@ -20,8 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from aotp.paths import config_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # for the default --data (../shared/data beside the checkout)
 
 
 def main() -> int:
@@ -38,7 +39,7 @@ def main() -> int:
         return write_inputs(args.inputs, args.data)
     if args.out is None:
         parser.error("give --out (the experiments table) or --inputs (the downloads table)")
-    names = args.experiments or sorted(p.stem for p in (REPO_ROOT / "configs" / "experiment").glob("paper_*.yaml"))
+    names = args.experiments or sorted(p.stem for p in config_dir("experiment").glob("paper_*.yaml"))
     rows, figures = [], {}
     for name in names:
         budget = sweep_budget([f"experiment={name}"])
@@ -70,7 +71,7 @@ def write_inputs(out: Path, data_root: Path) -> int:
 
     lines = ["| model | hub id | parameters (counted) | checkpoint at 4 B/parameter | vocabulary x layers x width | AoT table fp32 |",
              "|---|---|---:|---:|---|---:|"]
-    for path in sorted((REPO_ROOT / "configs" / "model").glob("*.yaml")):
+    for path in sorted(config_dir("model").glob("*.yaml")):
         model = OmegaConf.load(path)
         if model.get("source") != "hub":
             continue
@@ -87,7 +88,7 @@ def write_inputs(out: Path, data_root: Path) -> int:
         return "-" if not counts or None in counts else f"{sum(counts):,}"
 
     for benchmark in ("glue", "superglue"):
-        for path in sorted((REPO_ROOT / "configs" / "task" / benchmark).glob("*.yaml")):
+        for path in sorted(config_dir("task", benchmark).glob("*.yaml")):
             spec = TaskSpec.from_config(OmegaConf.load(path))
             folder = data_root / spec.local.dir if spec.local is not None else None
             local = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) \

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from aotp.cli import ArgumentParser, guarded
+from aotp.paths import config_root, references_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PROTOCOL = ("Model selection: for each (backbone, method, task) the learning rate with the best mean dev main "
             "metric over seeds is selected; cells give that learning rate's dev main metric x100 as mean ± "
@@ -901,9 +901,10 @@ class Aggregation:
 
 
 def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequence[str]] = None,
-              references_path: Optional[Path] = None, config_dir: Path = REPO_ROOT / "configs",
+              references_path: Optional[Path] = None, config_dir: Optional[Path] = None,
               seeds: Optional[Sequence[int]] = None, tasks: Optional[Sequence[str]] = None,
               plots: bool = True) -> Aggregation:
+    config_dir = Path(config_dir) if config_dir is not None else config_root()
     runs, warnings = load_runs(results_dir, experiments)
     runs, version_warnings = filter_versions(runs, current_task_versions(config_dir))
     runs, duplicate_warnings = deduplicate(runs)
@@ -954,9 +955,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
     parser.add_argument("--experiment", action="append", default=None,
                         help="only records of this experiment_name (repeatable)")
-    parser.add_argument("--references", default=str(REPO_ROOT / "results" / "references.yaml"),
+    parser.add_argument("--references", default=str(references_file()),
                         help="published numbers to show beside ours ('' = none)")
-    parser.add_argument("--configs", default=str(REPO_ROOT / "configs"), help="config dir with the current task specs")
+    parser.add_argument("--configs", default=str(config_root()), help="config dir with the current task specs")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="expected seeds (default: every seed seen in the table)")
     parser.add_argument("--tasks", nargs="+", default=None,

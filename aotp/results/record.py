@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from aotp.paths import config_dir
+
 SCHEMA_VERSION = 1
 # Config keys that do not change results; everything else is part of the run id.
 NON_SEMANTIC = {
@@ -78,9 +80,6 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
 
 # Task fields that say where the data comes from or describe it, not what the model sees.
 TASK_LAYOUT_FIELDS = {"local", "hub", "description", "max_length", "official_sizes"}
-# The same folder as aotp.tasks.spec.TASK_CONFIG_DIR, not imported from there: that package imports torch,
-# and a run id is computed before a finished run is skipped (in about a second).
-TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
 
 
 def task_overrides(task: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +99,7 @@ def shipped_task(benchmark: str, name: str) -> dict[str, Any]:
     """The shipped task file as a plain dict (read once per process: sweeps compute many run ids)."""
     from omegaconf import OmegaConf
 
-    path = TASK_CONFIG_DIR / benchmark / f"{name}.yaml"
+    path = config_dir("task", benchmark, f"{name}.yaml")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
 
 
