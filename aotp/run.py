@@ -473,10 +473,10 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-# Relative to this module: run as a file (python -m aotp.run) Hydra reads the folder next to it; run from the
-# console script (aotp-run) it reads the package resource pkg://aotp/configs. Either way the configs that
-# ship inside the package, found from any working directory.
-@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+# An absolute path from aotp/paths.py (the package's own configs, found from any working directory): a relative
+# config_path would make Hydra read pkg://aotp/configs when started from the console script, which needs the
+# config folders to be Python packages.
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -524,6 +524,11 @@ def check_command_line(arguments: list[str]) -> None:
 def cli() -> None:
     """``aotp-run`` (console script) and ``python -m aotp.run``: one-line refusals first, then Hydra."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):  # aotp's help, not Hydra's generic one (aotp/run_help.py)
+        from aotp.run_help import run_help
+
+        print(run_help("aotp-run" if os.path.basename(sys.argv[0]).startswith("aotp-run") else "python -m aotp.run"))
+        return
     check_command_line(sys.argv[1:])
     main()
 
