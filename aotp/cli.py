@@ -118,7 +118,7 @@ class KeyValueParser:
             shown += [f"[{o.name}={_metavar(o)}]" for o in self.options.values() if not o.required]
         else:
             shown.append("[key=value ...]")
-        return f"usage: {self.prog} " + " ".join(shown + ([f"[{self.passthrough}]"] if self.passthrough else []))
+        return f"usage: {self.prog} " + " ".join(([self.passthrough] if self.passthrough else []) + shown)
 
     def help(self) -> str:
         import textwrap
@@ -126,7 +126,8 @@ class KeyValueParser:
         lines = [self.usage(), "", self.summary, "", "options (key=value; null for none; lists as key=[a,b]):"]
         for o in self.options.values():
             name = f"{o.name}={_metavar(o)}"
-            text = " ".join(filter(None, [o.help, "(required)" if o.required else f"(default: {_show(o.default)})"]))
+            default = "" if "default" in o.help else "(required)" if o.required else f"(default: {_show(o.default)})"
+            text = " ".join(filter(None, [o.help, default]))
             body = textwrap.wrap(text, 110 - 28) or [""]
             if len(name) > 24:
                 lines += [f"  {name}"] + [f"{'':<28}{line}" for line in body]
