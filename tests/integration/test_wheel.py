@@ -73,8 +73,9 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1",
                TOKENIZERS_PARALLELISM="false")
-    where = run([python, "-c", "import aotp, aotp.paths; print(aotp.__file__); print(aotp.paths.config_root())"],
+    where = run([python, "-c", "import aotp, aotp.paths as p; print(aotp.__file__, p.config_root(), p.references_file())"],
                 cwd=outside, env=env).stdout.split()
+    assert len(where) == 3 and Path(where[2]).is_file()
     assert all(Path(p).is_relative_to(purelib) for p in where), f"imported {where}, not the wheel in {purelib}"
 
     results = outside / "runs"
