@@ -77,7 +77,6 @@ class ArgumentParser(argparse.ArgumentParser):
 # argparse flags these commands had (``--out``, ``--batch-size`` ...) still work with a one-line
 # deprecation note on stderr.
 
-_UNSET = object()
 NULLS = ("null", "none", "~")
 
 
@@ -110,7 +109,9 @@ class KeyValueParser:
                  passthrough: Optional[str] = None):
         self.prog, self.summary, self.examples, self.passthrough = prog, summary, tuple(examples), passthrough
         self.options = {option.name: option for option in options}
-        self.flags = {flag: option for option in options for flag in (option.flags or ("--" + option.name.replace("_", "-").replace(".", "-"),))}
+        # An option without explicit flags keeps its argparse spelling: batch_size <- --batch-size.
+        self.flags = {flag: option for option in options
+                      for flag in (option.flags or ("--" + option.name.replace("_", "-").replace(".", "-"),))}
 
     def usage(self) -> str:
         shown = [f"{o.name}={_metavar(o)}" for o in self.options.values() if o.required]
@@ -183,7 +184,9 @@ class KeyValueParser:
         return values, rest
 
     def _set(self, values: dict[str, Any], option: Option, text: str) -> None:
-        if option.many:
+        if option.many and option.nullable and text.strip().lower() in NULLS:
+            values[option.name] = None
+        elif option.many:
             items = [item.strip() for item in text.strip().removeprefix("[").removesuffix("]").split(",") if item.strip()]
             values.setdefault(option.name, []).extend(self._convert(option, item, text) for item in items)
         else:
