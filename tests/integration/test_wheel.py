@@ -51,8 +51,11 @@ def build_wheel(tmp_path: Path) -> Path:
 def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
-    assert "aotp/configs/config.yaml" in names and "aotp/configs/task/glue/rte.yaml" in names
+    configs = {f"aotp/configs/{p.relative_to(REPO_ROOT / 'aotp' / 'configs').as_posix()}"
+               for p in (REPO_ROOT / "aotp" / "configs").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert "aotp/configs/config.yaml" in configs and not configs - set(names), sorted(configs - set(names))
     assert "aotp/results/references.yaml" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for command in ("aotp-run", "aotp-evaluate", "aotp-predict", "aotp-inference", "aotp-estimate", "aotp-tables",
                     "aotp-bench"):
