@@ -35,8 +35,8 @@ demo: $(STAMP)  ## offline showcase: MiniLM on the shipped SST-2 sample
 	$(PY) -m aotp.demo
 
 .PHONY: bench
-bench: $(STAMP)  ## inference benchmark, the committed run (minilm, CPU, 1 thread, ~15 min; first waits up to 40 min for a 1-min load average < 2.5): make bench [BENCH_ARGS="--threads 2 ..."]
-	$(PY) scripts/bench_inference.py --wait-quiet 2.5 --max-wait 2400 $(BENCH_ARGS)
+bench: $(STAMP)  ## inference benchmark, the committed run (minilm, CPU, 1 thread, ~15 min; first waits up to 40 min for a 1-min load average < 2.5): make bench [BENCH_ARGS="threads=2 ..."]
+	$(PY) -m aotp.bench wait_quiet=2.5 max_wait=2400 $(BENCH_ARGS)
 
 clean:  ## remove caches and demo outputs (keeps .venv and results/runs)
 	rm -rf .cache outputs multirun results/demo
@@ -71,10 +71,10 @@ reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<na
 		echo "experiments: $$(ls configs/experiment | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 2; }
 	@test "$(LAUNCHER)" != local_gpus || test "$(NUM_GPUS)" -gt 0 2>/dev/null || { echo "LAUNCHER=local_gpus found no GPU: set NUM_GPUS=<n>"; exit 2; }
 ifeq ($(DRY_RUN),1)
-	$(PY) -m aotp.estimate --budget --jobs $(BUDGET_JOBS) $(SWEEP_ARGS)
+	$(PY) -m aotp.estimate budget=true jobs=$(BUDGET_JOBS) $(SWEEP_ARGS)
 else
 ifneq ($(DISK_CHECK),0)
-	$(PY) -m aotp.estimate --budget --check-disk $(RESULTS) --jobs $(BUDGET_JOBS) $(SWEEP_ARGS)
+	$(PY) -m aotp.estimate budget=true check_disk=$(RESULTS) jobs=$(BUDGET_JOBS) $(SWEEP_ARGS)
 endif
 ifeq ($(PACK),1)
 	$(PY) -m aotp.run -m $(SWEEP_ARGS)
@@ -84,4 +84,4 @@ endif
 endif
 
 tables: $(STAMP)  ## run records -> tables/plots: make tables [RESULTS=results/runs] [TABLES=results/tables] [EXPERIMENT=<name>]
-	$(PY) scripts/aggregate.py --results $(RESULTS) --out $(TABLES) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
+	$(PY) -m aotp.results.aggregate results=$(RESULTS) output=$(TABLES) $(if $(EXPERIMENT),experiment=$(EXPERIMENT))

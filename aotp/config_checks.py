@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from aotp.cli import ConfigError
+from aotp.paths import config_root
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = config_root()
 
 # option -> (smallest valid value, null allowed, what null or the smallest value means)
 COUNTS: dict[str, tuple[int, bool, str]] = {

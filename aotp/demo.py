@@ -12,11 +12,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+from aotp.cli import KeyValueParser, Option, guarded
+
+# The demo's sample data and default output live in the source checkout (data/ is not package data:
+# the demo is the checkout's showcase, ``make demo``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO_ROOT / "data" / "demo"
 DEMO_METHODS = ("aot_fc", "bitfit", "lora")
@@ -95,19 +100,22 @@ def multitask(sst2_run: Path, cola_run: Path) -> None:
     print(f"Max |logit difference| between the mixed batch and per-task batches: {worst:.2e}")
 
 
+@guarded
 def main(argv: list[str] | None = None) -> None:
     for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
                        ("WANDB_MODE", "offline")):
         os.environ.setdefault(key, value)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=str(REPO_ROOT / "results" / "demo"))
-    parser.add_argument("--methods", nargs="+", default=list(DEMO_METHODS))
-    parser.add_argument("--epochs", type=int, default=1, help="training epochs per run (the demo's time budget)")
-    parser.add_argument("--train-samples", type=int, default=1500,
-                        help="training sentences used per run, of the shipped 3,000 (SST-2) / 2,000 (CoLA)")
-    parser.add_argument("--model", default="minilm", help="backbone config (tests use tiny_bert)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per run (tests)")
-    args = parser.parse_args(argv)
+    values, _ = KeyValueParser("python -m aotp.demo", __doc__.split("\n\n")[0].replace("``", ""), [
+        Option("output", "", str(REPO_ROOT / "results" / "demo"), metavar="DIR"),
+        Option("methods", "", DEMO_METHODS, many=True),
+        Option("epochs", "training epochs per run (the demo's time budget)", 1, int, minimum=1),
+        Option("train_samples", "training sentences used per run, of the shipped 3,000 (SST-2) / 2,000 (CoLA)", 1500,
+               int, minimum=1),
+        Option("model", "backbone config (tests use tiny_bert)", "minilm"),
+        Option("max_steps", "cap optimizer steps per run (tests)", None, int, nullable=True, minimum=1),
+    ], examples=["python -m aotp.demo", "python -m aotp.demo model=tiny_bert max_steps=3 output=/tmp/demo"]).parse(
+        sys.argv[1:] if argv is None else argv)
+    args = SimpleNamespace(**values)
     output = Path(args.output)
     started = time.time()
     records = {method: run("glue/sst2", method, args) for method in args.methods}

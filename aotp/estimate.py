@@ -1,12 +1,12 @@
 """Expected compute of an experiment's sweep, from step times measured on this machine.
 
-    python -m aotp.estimate experiment=paper_glue_roberta_base trainer.device=cuda data.root=../shared/data
-    python -m aotp.estimate experiment=cpu_mini data.root=../shared/data --compare results/cpu_mini/runs
-    python -m aotp.estimate --budget experiment=paper_glue_roberta_large [--check-disk results/runs --jobs 8]
+    aotp-estimate experiment=paper_glue_roberta_base trainer.device=cuda data.root=../shared/data
+    aotp-estimate experiment=cpu_mini data.root=../shared/data compare=results/cpu_mini/runs
+    aotp-estimate budget=true experiment=paper_glue_roberta_large [check_disk=results/runs jobs=8]
 
 First the sweep's disk and memory budget (:mod:`aotp.budget`: runs, bytes written per run and in
 total, checkpoints at peak, peak host RAM and GPU memory per run; no weights loaded, no download),
-then its compute. ``--budget`` stops after the budget (seconds); ``--check-disk DIR`` then exits 3
+then its compute. ``budget=true`` stops after the budget (seconds); ``check_disk=DIR`` then exits 3
 with the figures when the disk of DIR has less free space than the sweep needs (``make reproduce``).
 
 Every run of the sweep (the experiment's ``hydra.sweeper.params``, narrowed or widened by sweep
@@ -29,7 +29,7 @@ tokenisation cache as the runs). Without the files every batch is taken at ``dat
 example count is not published, is then left out with a warning. A hub model that cannot load is
 timed with random weights of its shape (``model.architecture``): step time depends on the shape.
 
-``--compare DIR`` sets each estimate beside the measured ``wall_seconds`` of the matching records.
+``compare=DIR`` sets each estimate beside the measured ``wall_seconds`` of the matching records.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from aotp.cli import ArgumentParser, UsageError, guarded
+from aotp.cli import KeyValueParser, Option, UsageError, guarded
 
 def sweep_override_lists(overrides: list[str]) -> tuple[list[list[str]], list[str]]:
     """The sweep's runs as override lists (cartesian product, the BasicSweeper's order), and the
@@ -377,29 +377,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from types import SimpleNamespace
+
     from aotp.config_checks import check_group_choices
 
-    parser = ArgumentParser(prog="python -m aotp.estimate", description=__doc__.split("\n\n")[0],
-                                     usage="python -m aotp.estimate experiment=<name> [overrides] [--repeats N] "
-                                           "[--compare RESULTS_DIR] [--out FILE]")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per (rows, length), after 2 warm-up steps")
-    parser.add_argument("--compare", type=Path, help="records folder: set the estimates beside the measured wall times")
-    parser.add_argument("--out", type=Path, help="write the estimate (per run and per group) as JSON")
-    parser.add_argument("--budget", action="store_true", help="only the disk and memory budget (no timing)")
-    parser.add_argument("--check-disk", type=Path, metavar="RESULTS_DIR",
-                        help="exit 3 when the disk of RESULTS_DIR cannot hold the sweep (its runs not yet done)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs training at once (checkpoints at peak), default 1")
-    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    bad = [o for o in overrides if o.startswith("-") or "=" not in o]
-    if bad or not any(o.split("=", 1)[0] == "experiment" for o in overrides):
-        parser.error(f"expected experiment=<name> and Hydra overrides key=value; got {bad or overrides}")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as aotp-estimate (console script) as well
+    # The estimate's own options; every other key=value is a Hydra override of the sweep (experiment=, model=, ...).
+    parser = KeyValueParser("aotp-estimate", __doc__.split("\n\n")[0], [
+        Option("repeats", "timed steps per (rows, length), after 2 warm-up steps", 5, int, minimum=1),
+        Option("compare", "records folder: set the estimates beside the measured wall times", None, Path,
+               nullable=True, metavar="DIR"),
+        Option("output", "write the estimate (per run and per group) as JSON", None, Path, nullable=True,
+               metavar="FILE", flags=("--out",)),
+        Option("budget", "only the disk and memory budget (no timing)", False, bool),
+        Option("check_disk", "exit 3 when the disk of this results folder cannot hold the sweep (its runs not yet "
+               "done)", None, Path, nullable=True, metavar="DIR"),
+        Option("jobs", "runs training at once (checkpoints at peak)", 1, int, minimum=1),
+    ], examples=[line.strip() for line in __doc__.split("\n\n")[1].splitlines()],
+        passthrough="experiment=<name> [Hydra overrides key=value ...]")
+    values, overrides = parser.parse(sys.argv[1:] if argv is None else argv)
+    args = SimpleNamespace(**values, out=values["output"])
+    if not any(o.split("=", 1)[0] == "experiment" for o in overrides):
+        raise UsageError(f"aotp-estimate: expected experiment=<name> and Hydra overrides key=value; got {overrides}. "
+                         f"{parser.usage()}")
     if args.compare is not None and not args.compare.is_dir():
-        parser.error(f"--compare {args.compare}: not a folder of run records")
+        raise UsageError(f"compare={args.compare}: not a folder of run records")
     check_group_choices(overrides)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     from aotp.budget import check_disk, render_budget, sweep_budget
 
     budget = sweep_budget(overrides, results=args.check_disk, jobs=args.jobs)

@@ -1,7 +1,7 @@
 """Score a finished run on a labelled task: its own dev split(s), or a diagnostic set its task can score.
 
-    python -m aotp.evaluate run=<run dir> [task=glue/ax] [data.root=DIR] [data.max_eval_samples=N|null]
-                            [output=DIR] [device=auto] [batch_size=N]
+    aotp-evaluate run=<run dir> [task=glue/ax] [data.root=DIR] [data.max_eval_samples=N|null]
+                  [output=DIR] [device=auto] [batch_size=N]              (or python -m aotp.evaluate ...)
 
 The run is rebuilt from its record (:func:`aotp.assembly.load_run`): the config in ``result.json`` gives the backbone
 (:func:`aotp.models.build_backbone`), the head (:class:`aotp.models.TaskModel` for the trained task) and
@@ -33,17 +33,23 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from aotp.assembly import RunError, RunParts, load_run  # noqa: F401  (RunError, load_run: this module's API)
-from aotp.cli import Refusal
+from aotp.cli import KeyValueParser, Option, Refusal
 
-if TYPE_CHECKING:
-    from aotp.results.schema import RunRecord
-
-USAGE = ("usage: python -m aotp.evaluate run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] "
-         "[data.max_eval_samples=N|null] [output=DIR] [device=auto|cpu|cuda] [batch_size=N]")
-ARGUMENTS = ("run", "task", "data.root", "data.max_eval_samples", "output", "device", "batch_size")
+# The options of aotp-evaluate; aotp-predict takes the same but data.max_eval_samples (it predicts whole test splits).
+RUN_OPTIONS = (
+    Option("run", "a finished run's folder (holding result.json)", required=True, metavar="DIR"),
+    Option("task", "score another task the run can score (a diagnostic: glue/ax, superglue/axb, superglue/axg); "
+           "default: the run's own", metavar="BENCHMARK/TASK"),
+    Option("data.root", "folder of the GLUE/SuperGLUE files (default: the run's data.root)", metavar="DIR"),
+    Option("data.max_eval_samples", "N: a seeded N-example subset; null: the whole split (default: the run's "
+           "setting)", metavar="N|null"),
+    Option("output", "folder of the written files (default: inside the run folder)", metavar="DIR"),
+    Option("device", "", "auto", metavar="auto|cpu|cuda|cuda:N|mps"),
+    Option("batch_size", "default: the run's trainer.eval_batch_size", None, int, minimum=1),
+)
 BOOTSTRAP_DRAWS = 1000
 # The run's own eval subset (its ``data.max_eval_samples``) unless the caller overrides it.
 RUN_SETTING = object()
@@ -164,27 +170,17 @@ def evaluate_run(run_dir: Path | str, task: Optional[str] = None, data_root_over
     return summary
 
 
-def parse_args(argv: list[str], required: tuple[str, ...] = ("run",), usage: str = USAGE,
-               allowed: tuple[str, ...] = ARGUMENTS) -> dict[str, str]:
-    """``key=value`` arguments (Hydra-style) -> dict; unknown keys and missing ``run=`` are refused."""
-    args: dict[str, str] = {}
-    for token in argv:
-        if token in ("-h", "--help"):
-            print(usage)
-            raise SystemExit(0)
-        key, sep, value = token.partition("=")
-        if not sep:
-            raise RunError(f"argument {token!r} is not key=value. {usage}")
-        if key not in allowed:
-            raise RunError(f"unknown argument {key!r}; valid: {', '.join(allowed)}. {usage}")
-        args[key] = value
-    missing = [key for key in required if not args.get(key)]
-    if missing:
-        raise RunError(f"missing {', '.join(f'{k}=' for k in missing)}. {usage}")
-    return args
+def run_parser(prog: str, summary: str, examples: tuple[str, ...], exclude: tuple[str, ...] = ()) -> KeyValueParser:
+    """The key=value parser of a command that reopens a finished run (``aotp-evaluate``, ``aotp-predict``)."""
+    return KeyValueParser(prog, summary, [o for o in RUN_OPTIONS if o.name not in exclude], examples=examples)
 
 
-def cli(action, argv: Optional[list[str]] = None, usage: str = USAGE) -> int:
+PARSER = run_parser("aotp-evaluate", "Score a finished run on its dev split(s) or a diagnostic set.",
+                    ("aotp-evaluate run=results/runs/<run>", "aotp-evaluate run=<an MNLI run> task=glue/ax "
+                     "data.root=../shared/data", "aotp-evaluate run=<run> data.max_eval_samples=null"))
+
+
+def cli(action, argv: Optional[list[str]] = None, parser: KeyValueParser = PARSER) -> int:
     """Run ``action(args)``; expected errors print one line and exit 2, as ``aotp.run`` does."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
@@ -194,21 +190,12 @@ def cli(action, argv: Optional[list[str]] = None, usage: str = USAGE) -> int:
     from aotp.cli import EXIT_REFUSED, one_line
 
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv, usage=usage)
+        args, _ = parser.parse(sys.argv[1:] if argv is None else argv)
         action(args)
     except Refusal as error:  # a run error, a data file error, an unknown name: one line
         print(f"Error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
     return 0
-
-
-def parse_batch_size(value: Optional[str]) -> Optional[int]:
-    """``batch_size=`` value: a positive integer (absent: the run's eval batch size)."""
-    if not value:
-        return None
-    if not value.strip().isdigit() or int(value) <= 0:
-        raise RunError(f"batch_size={value!r}: expected a positive integer")
-    return int(value)
 
 
 def parse_sample_limit(value: str) -> Optional[int]:
@@ -230,11 +217,11 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 
 def _evaluate_action(args: dict[str, str]) -> None:
     options = {}
-    if "data.max_eval_samples" in args:
+    if args["data.max_eval_samples"] is not None:
         options["max_eval_samples"] = parse_sample_limit(args["data.max_eval_samples"])
     summary = evaluate_run(args["run"], task=args.get("task"), data_root_override=args.get("data.root"),
-                           output=args.get("output"), device=args.get("device", "auto"),
-                           batch_size=parse_batch_size(args.get("batch_size")), **options)
+                           output=args.get("output"), device=args["device"],
+                           batch_size=args["batch_size"], **options)
     mapping = f" (labels mapped from {summary['trained_task']})" if summary["label_mapping"] else ""
     print(f"{summary['task']} scored with run {summary['run_dir']}{mapping}: {_metrics_text(summary['metrics'])}")
     baseline = summary["constant_baseline"]

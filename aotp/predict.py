@@ -1,6 +1,7 @@
 """Leaderboard submission files: test-set predictions of a finished run in the official format.
 
-    python -m aotp.predict run=<run dir> [task=<diagnostic>] [data.root=DIR] [output=DIR] [device=auto] [batch_size=N]
+    aotp-predict run=<run dir> [task=<diagnostic>] [data.root=DIR] [output=DIR] [device=auto] [batch_size=N]
+    (or python -m aotp.predict ...)
 
 The model is rebuilt as in :mod:`aotp.evaluate`; every test split of the task (default: the run's
 own task; ``task=glue/ax`` with an MNLI run, ``superglue/axb``/``axg`` with an RTE run) is predicted
@@ -25,11 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from aotp.evaluate import (RunError, cli, data_root, label_mapping, load_run, parse_batch_size, split_scores,
-                           target_spec)
+from aotp.evaluate import RunError, cli, data_root, label_mapping, load_run, run_parser, split_scores, target_spec
 
-USAGE = ("usage: python -m aotp.predict run=<run dir> [task=<benchmark>/<task>] [data.root=DIR] [output=DIR] "
-         "[device=auto|cpu|cuda] [batch_size=N]")
+PARSER = run_parser("aotp-predict", "Leaderboard submission files: a finished run's test-set predictions.",
+                    ("aotp-predict run=results/runs/<run> data.root=../shared/data",
+                     "aotp-predict run=<an RTE run> task=superglue/axb output=submission"),
+                    exclude=("data.max_eval_samples",))
 
 
 def write_submission(spec, rows: list[dict[str, Any]], path: Path) -> None:
@@ -123,14 +125,13 @@ def predict_run(run_dir: Path | str, task: Optional[str] = None, data_root_overr
 
 def _predict_action(args: dict[str, str]) -> None:
     written = predict_run(args["run"], task=args.get("task"), data_root_override=args.get("data.root"),
-                          output=args.get("output"), device=args.get("device", "auto"),
-                          batch_size=parse_batch_size(args.get("batch_size")))
+                          output=args.get("output"), device=args["device"], batch_size=args["batch_size"])
     for split, facts in written.items():
         print(f"{split}: {facts['rows']} rows ({facts['units']} predictions) -> {facts['path']}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return cli(_predict_action, argv, usage=USAGE)
+    return cli(_predict_action, argv, PARSER)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aotp.cli import ConfigError, Refusal, one_line, refuse
 from aotp.config_checks import check_group_choices, check_values
+from aotp.paths import config_root
 from aotp.results.lock import RunLocked, run_lock
 from aotp.results.record import (drop_previous, environment, failed_record, git_info, identity, read_record,
                                  run_dir_name, run_id, set_aside_previous, succeeded_record, write_record)
@@ -46,7 +47,7 @@ OmegaConf.register_new_resolver("aotp.name_or", lambda value, fallback: fallback
                                 replace=True)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = config_root()
 
 
 def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
@@ -436,7 +437,10 @@ def eval_token_ids(data, splits, pad_token_id: int) -> "torch.Tensor":
     return torch.from_numpy(np.fromiter(sorted(ids), dtype=np.int64, count=len(ids)))
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+# An absolute path from aotp/paths.py (the package's own configs, found from any working directory): a relative
+# config_path would make Hydra read pkg://aotp/configs when started from the console script, which needs the
+# config folders to be Python packages.
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -481,7 +485,17 @@ def check_command_line(arguments: list[str]) -> None:
         refuse(f"{one_line(str(error)).removesuffix(' Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.')}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``aotp-run`` (console script) and ``python -m aotp.run``: one-line refusals first, then Hydra."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):  # aotp's help, not Hydra's generic one (aotp/run_help.py)
+        from aotp.run_help import run_help
+
+        print(run_help("aotp-run" if os.path.basename(sys.argv[0]).startswith("aotp-run") else "python -m aotp.run"))
+        return
     check_command_line(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

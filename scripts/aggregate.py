@@ -1,15 +1,12 @@
 #!/usr/bin/env python
-"""Run records -> comparison tables, plots and warnings (code: aotp/results/aggregate.py).
+"""Run records -> comparison tables, plots and warnings: the ``aotp-tables`` command (code: aotp/results/aggregate.py).
 
-    python scripts/aggregate.py --results results/runs --out results/tables [--experiment NAME] [--wandb]
+    aotp-tables results=results/runs output=results/tables [experiment=NAME] [wandb=true]      (= make tables)
+
+Kept for old command lines; it needs aotp installed (``make install``), as every command does.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aotp.results.aggregate import main  # noqa: E402
+from aotp.results.aggregate import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Throughput of packed runs: K = |seeds| x |lrs| AoT runs trained packed on one backbone against the same
 K runs trained one after another (each through ``aotp.run.execute``), interleaved pair by pair.
 
-    OMP_NUM_THREADS=1 python scripts/bench_packed.py --data-root ../shared/data --pairs 3
+    OMP_NUM_THREADS=1 python scripts/bench_packed.py data.root=../shared/data pairs=3
 
 Figures per pair: training seconds (the loop's ``train_seconds``, summed over the K records: for a pack
 these are shares of the packed steps, so the sum is the pack's training time) and wall seconds of the
@@ -11,7 +11,6 @@ Reported: the median and range of the paired ratios separate / packed (> 1: pack
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,22 +18,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aotp.cli import KeyValueParser, Option, guarded
 
 
+@guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--method", default="aot_fc")
-    parser.add_argument("--task", default="glue/sst2")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="results/bench/packed_cpu_fp32.json")
-    args = parser.parse_args()
+    values, _ = KeyValueParser("scripts/bench_packed.py", __doc__.split("\n\n")[0], [
+        Option("data.root", "", "../shared/data", metavar="DIR"),
+        Option("model", "", "minilm"),
+        Option("method", "", "aot_fc"),
+        Option("task", "", "glue/sst2"),
+        Option("steps", "", 8, int, minimum=1),
+        Option("batch_size", "", 32, int, minimum=1),
+        Option("pairs", "", 3, int, minimum=1),
+        Option("threads", "", 1, int, minimum=1),
+        Option("output", "", "results/bench/packed_cpu_fp32.json", metavar="FILE", flags=("--out",)),
+    ]).parse(sys.argv[1:])
+    args = SimpleNamespace(**values, data_root=values["data.root"], out=values["output"])
 
     import torch
 

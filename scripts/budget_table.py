@@ -1,44 +1,50 @@
 """The disk and memory budget of every paper experiment, as one Markdown table (README "Running on a GPU box").
 
-    python scripts/budget_table.py --out results/budget/paper_experiments.md
-    python scripts/budget_table.py --inputs results/budget/downloads.md [--data ../shared/data]
+    python scripts/budget_table.py output=results/budget/paper_experiments.md [experiment=[paper_glue_roberta_base,...]]
+    python scripts/budget_table.py inputs=results/budget/downloads.md [data.root=../shared/data]
 
-``--inputs`` writes instead what a GPU box downloads: each hub model's parameter count (counted on the
+``inputs=`` writes instead what a GPU box downloads: each hub model's parameter count (counted on the
 meta device from ``model.architecture``) and its size at 4 B (fp32) per parameter, and each task's
-example counts (the specs' ``official_sizes``) with the bytes of its official files under ``--data``.
+example counts (the specs' ``official_sizes``) with the bytes of its official files under ``data.root``.
 
-Each row is ``python -m aotp.estimate --budget experiment=<name>`` (:mod:`aotp.budget`): runs, disk kept
+Each row is ``python -m aotp.estimate budget=true experiment=<name>`` (:mod:`aotp.budget`): runs, disk kept
 after the sweep, the largest checkpoint during training, the disk a one-job sweep needs, and the largest
 GPU-memory and host-RAM peak of any of its runs. No weights are loaded; nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from aotp.cli import KeyValueParser, Option, UsageError, guarded
+from aotp.paths import config_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # for the default data.root (../shared/data beside the checkout)
 
 
+@guarded
 def main() -> int:
     from aotp.budget import human, sweep_budget
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="Markdown file; a .json beside it holds the figures")
-    parser.add_argument("--inputs", type=Path, help="write the downloads table (models, datasets) here instead")
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
-                        help="official-layout GLUE/SuperGLUE files whose sizes --inputs reports")
-    parser.add_argument("experiments", nargs="*", help="default: every configs/experiment/paper_*.yaml")
-    args = parser.parse_args()
+    values, _ = KeyValueParser("scripts/budget_table.py", __doc__.split("\n\n")[0], [
+        Option("output", "Markdown file; a .json beside it holds the figures", None, Path, metavar="FILE",
+               flags=("--out",)),
+        Option("inputs", "write the downloads table (models, datasets) here instead", None, Path, metavar="FILE"),
+        Option("data.root", "official-layout GLUE/SuperGLUE files whose sizes inputs= reports",
+               REPO_ROOT.parent / "shared" / "data", Path, metavar="DIR", flags=("--data",)),
+        Option("experiment", "default: every configs/experiment/paper_*.yaml", None, many=True),
+    ]).parse(sys.argv[1:])
+    args = SimpleNamespace(out=values["output"], inputs=values["inputs"], data=values["data.root"],
+                           experiments=values["experiment"])
     if args.inputs is not None:
         return write_inputs(args.inputs, args.data)
     if args.out is None:
-        parser.error("give --out (the experiments table) or --inputs (the downloads table)")
-    names = args.experiments or sorted(p.stem for p in (REPO_ROOT / "configs" / "experiment").glob("paper_*.yaml"))
+        raise UsageError("give output= (the experiments table) or inputs= (the downloads table)")
+    names = args.experiments or sorted(p.stem for p in config_dir("experiment").glob("paper_*.yaml"))
     rows, figures = [], {}
     for name in names:
         budget = sweep_budget([f"experiment={name}"])
@@ -70,7 +76,7 @@ def write_inputs(out: Path, data_root: Path) -> int:
 
     lines = ["| model | hub id | parameters (counted) | checkpoint at 4 B/parameter | vocabulary x layers x width | AoT table fp32 |",
              "|---|---|---:|---:|---|---:|"]
-    for path in sorted((REPO_ROOT / "configs" / "model").glob("*.yaml")):
+    for path in sorted(config_dir("model").glob("*.yaml")):
         model = OmegaConf.load(path)
         if model.get("source") != "hub":
             continue
@@ -87,7 +93,7 @@ def write_inputs(out: Path, data_root: Path) -> int:
         return "-" if not counts or None in counts else f"{sum(counts):,}"
 
     for benchmark in ("glue", "superglue"):
-        for path in sorted((REPO_ROOT / "configs" / "task" / benchmark).glob("*.yaml")):
+        for path in sorted(config_dir("task", benchmark).glob("*.yaml")):
             spec = TaskSpec.from_config(OmegaConf.load(path))
             folder = data_root / spec.local.dir if spec.local is not None else None
             local = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) \

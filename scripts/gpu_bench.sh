@@ -12,9 +12,9 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -m pytest -q -m gpu tests/gpu
 for dtype in bf16 fp32; do
-  "$PY" scripts/bench_inference.py --device cuda --dtype "$dtype" --threads 4 \
-    --batch-sizes 32 128 --seq-lens 128 512 --rounds 20 --warmup 3 \
-    --headline 32 128 --headline-rounds 50 \
-    --tasks 1 4 16 --multitask-batch-size 128 --multitask-seq-len 128 \
-    --out-dir "$OUT" --tag "minilm_cuda_$dtype" --readme "$OUT/README_cuda_$dtype.md"
+  "$PY" -m aotp.bench device=cuda dtype="$dtype" threads=4 \
+    batch_sizes=[32,128] seq_lens=[128,512] rounds=20 warmup=3 \
+    headline=[32,128] headline_rounds=50 \
+    tasks=[1,4,16] multitask_batch_size=128 multitask_seq_len=128 \
+    output="$OUT" tag="minilm_cuda_$dtype" readme="$OUT/README_cuda_$dtype.md"
 done

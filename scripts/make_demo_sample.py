@@ -1,6 +1,6 @@
 """Build the real-data samples shipped for the offline demo (``data/demo``).
 
-    python scripts/make_demo_sample.py --source ../shared/data
+    python scripts/make_demo_sample.py data.root=../shared/data
 
 For each task (GLUE SST-2: 3,000 training rows; GLUE CoLA: 2,000) takes a seeded random subset of the
 official train.tsv (rows kept byte for byte, in their original order, header kept where the file has
@@ -9,10 +9,12 @@ one) and the full dev.tsv, in the official layout, so ``data.root=data/demo`` re
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
+import sys
 from pathlib import Path
+
+from aotp.cli import KeyValueParser, Option, guarded
 
 # task folder -> (training rows kept, whether train.tsv has a header line)
 SAMPLES = {"SST-2": (3000, True), "CoLA": (2000, False)}
@@ -29,14 +31,15 @@ def sample_task(source: Path, output: Path, task: str, size: int, has_header: bo
     print(f"{task}: kept {size} of {len(rows)} training rows and the full dev set in {target_dir}")
 
 
+@guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", type=Path, default=Path("../shared/data"), help="official-layout data root")
-    parser.add_argument("--output", type=Path, default=Path("data/demo"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args, _ = KeyValueParser("scripts/make_demo_sample.py", __doc__.split("\n\n")[0], [
+        Option("data.root", "official-layout data root", Path("../shared/data"), Path, metavar="DIR", flags=("--source",)),
+        Option("output", "", Path("data/demo"), Path, metavar="DIR"),
+        Option("seed", "", 0, int),
+    ]).parse(sys.argv[1:])
     for task, (size, has_header) in SAMPLES.items():
-        sample_task(args.source, args.output, task, size, has_header, args.seed)
+        sample_task(args["data.root"], args["output"], task, size, has_header, args["seed"])
 
 
 if __name__ == "__main__":

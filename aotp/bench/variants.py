@@ -39,8 +39,8 @@ import torch
 
 from aotp.methods import METHODS, InferenceVariant, Method
 from aotp.models import TaskModel
+from aotp.paths import config_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKBONE_NOTE = "frozen encoder + head: the floor"
 
 
@@ -58,8 +58,8 @@ def default_variants() -> tuple[str, ...]:
 
 
 def method_options(name: str) -> dict[str, Any]:
-    """``options`` of ``configs/method/<name>.yaml`` (empty if the configs are not next to the package)."""
-    path = REPO_ROOT / "configs" / "method" / f"{name}.yaml"
+    """``options`` of ``configs/method/<name>.yaml`` (empty for a method without a config file)."""
+    path = config_dir("method", f"{name}.yaml")
     if not path.is_file():
         return {}
     from omegaconf import OmegaConf

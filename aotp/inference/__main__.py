@@ -1,45 +1,47 @@
-"""``python -m aotp.inference --runs RUN_DIR [RUN_DIR ...]``: serve finished AoT runs on one backbone.
+"""``aotp-inference run=[RUN_DIR,...]`` (or ``python -m aotp.inference``): serve finished AoT runs on one backbone.
 
-Reads JSON lines (``--input``, default stdin), one record per line naming its task and carrying the
+Reads JSON lines (``input=``, default stdin), one record per line naming its task and carrying the
 task's text fields, e.g. ``{"task": "sst2", "sentence": "a gripping film"}`` or
 ``{"task": "rte", "sentence1": "...", "sentence2": "...", "id": 7}`` (multiple-choice tasks:
-``"choices": [...]``). Writes one JSON line per record (``--output``, default stdout), in input
-order: ``{"task", "prediction", "logits", "id"?}``. Records are batched ``--batch-size`` at a time,
+``"choices": [...]``). Writes one JSON line per record (``output=``, default stdout), in input
+order: ``{"task", "prediction", "logits", "id"?}``. Records are batched ``batch_size`` at a time,
 tasks mixed freely within a batch.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from types import SimpleNamespace
 from typing import Optional, Sequence
 
-from aotp.cli import ArgumentParser, UsageError, guarded
+from aotp.cli import KeyValueParser, Option, UsageError, guarded
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m aotp.inference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="run directories (result.json + inference/)")
-    parser.add_argument("--names", nargs="+", help="task names to use instead of config.task.name, one per run")
-    parser.add_argument("--input", default="-", help="JSON-lines file of records (default: stdin)")
-    parser.add_argument("--output", default="-", help="JSON-lines file of predictions (default: stdout)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="truncate token sequences to this length (default: each task spec's max_length, else 512)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--table-dtype", choices=("fp32", "fp16", "bf16"), default=None,
-                        help="dtype of each task's |V| x L x d table in memory, materialised from the run's saved "
-                             "reparametrization (default: the run's method.options.table_dtype)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be a positive integer, got {value}")
-    return args
+PARSER = KeyValueParser("aotp-inference", __doc__.split("\n\n")[0].replace("``", ""), [
+    Option("run", "finished AoT run folders (result.json + inference/)", required=True, many=True, metavar="DIR",
+           flags=("--runs",)),
+    Option("names", "task names to use instead of config.task.name, one per run", many=True, nullable=True),
+    Option("input", "JSON-lines file of records (-: stdin)", "-", metavar="FILE"),
+    Option("output", "JSON-lines file of predictions (-: stdout)", "-", metavar="FILE"),
+    Option("batch_size", "", 32, int, minimum=1),
+    Option("max_length", "truncate token sequences to this length (default: each task spec's max_length, else 512)",
+           None, int, nullable=True, minimum=1),
+    Option("device", "", "cpu", metavar="cpu|cuda|cuda:N|mps|auto"),
+    Option("table_dtype", "dtype of each task's |V| x L x d table in memory, materialised from the run's saved "
+           "reparametrization (default: the run's method.options.table_dtype)", None, choices=("fp32", "fp16", "bf16"),
+           nullable=True),
+    Option("threads", "torch CPU threads (default: torch's)", None, int, nullable=True, minimum=1),
+], examples=["aotp-inference run=[results/runs/<sst2 run>,results/runs/<rte run>] < records.jsonl > predictions.jsonl",
+             "aotp-inference run=<run> input=records.jsonl output=predictions.jsonl table_dtype=bf16"])
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> SimpleNamespace:
+    args, _ = PARSER.parse(sys.argv[1:] if argv is None else argv)
+    return SimpleNamespace(runs=args["run"], **{k: v for k, v in args.items() if k != "run"})
 
 
 def read_records(handle, source: str, task_names: Sequence[str]):
@@ -65,9 +67,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from aotp.config_checks import check_device
 
-    check_device("--device", args.device)
+    check_device("device", args.device)
     if args.input != "-" and not os.path.isfile(args.input):
-        raise UsageError(f"--input {args.input}: no such file")
+        raise UsageError(f"input={args.input}: no such file")
     import torch
 
     from aotp.inference.model import MultiTaskModel
@@ -77,14 +79,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model = MultiTaskModel.from_runs(args.runs, names=args.names, device=args.device,
                                           table_dtype=args.table_dtype)
-    except (FileNotFoundError, ValueError) as error:  # not a finished AoT run, mismatched backbones, bad --names
+    except (FileNotFoundError, ValueError) as error:  # not a finished AoT run, mismatched backbones, bad names=
         raise UsageError(str(error)) from None
     source = "<stdin>" if args.input == "-" else args.input
     in_handle = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     try:
         out_handle = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     except OSError as error:
-        raise UsageError(f"--output {args.output}: {error.strerror}") from None
+        raise UsageError(f"output={args.output}: {error.strerror}") from None
     try:
         batch: list[tuple[int, dict]] = []
 

@@ -1,6 +1,6 @@
 """Run records (``result.json``) -> the paper's comparison tables, plots and warnings.
 
-    python scripts/aggregate.py --results results/runs --out results/tables      (= make tables)
+    aotp-tables results=results/runs output=results/tables      (= make tables; or python -m aotp.results.aggregate)
 
 Model selection (stated in every caption, :data:`PROTOCOL`): for each (backbone, method, task) the
 learning rate with the best *mean* dev main metric over its successful seeds is selected (direction
@@ -9,7 +9,7 @@ std over seeds, on the same dev set (GLUE/SuperGLUE test labels are hidden; ther
 
 Nothing is averaged silently:
 
-- the expected seeds of a table are the union of seeds seen in it (or ``--seeds``), the expected
+- the expected seeds of a table are the union of seeds seen in it (or ``seeds=``), the expected
   learning rates of a (backbone, method) the union over its tasks; a cell whose selected learning rate
   lacks seeds shows ``(k/n)``, one whose grid lacks runs at another learning rate gets ``*``; a cell with
   no successful run shows ``—``; every incomplete cell is spelled out in the notes (failed: the error);
@@ -21,10 +21,10 @@ Nothing is averaged silently:
   folders without a record and duplicate records are warned about.
 
 Outputs (deterministic: fixed sort orders and float formats, no timestamps, PNG metadata fixed) under
-``--out``: ``<benchmark>_<backbone>.{md,tex,csv}``, ``summary.md`` (every table, notes and warnings),
+``output``: ``<benchmark>_<backbone>.{md,tex,csv}``, ``summary.md`` (every table, notes and warnings),
 ``cells.csv`` (one tidy row per cell, numbers on the 0-1 scale), ``macro_<benchmark>.png`` and
-``warnings.txt``. ``--references results/references.yaml`` puts published numbers (each with its
-source) beside ours with the delta; ``--wandb`` logs the tables as W&B tables.
+``warnings.txt``. ``references=`` (default: the shipped ``aotp/results/references.yaml``) puts published
+numbers (each with its source) beside ours with the delta; ``wandb=true`` logs the tables as W&B tables.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from aotp.cli import ArgumentParser, guarded
+from aotp.cli import KeyValueParser, Option, UsageError, guarded
+from aotp.paths import config_root, references_file
 from aotp.results.record import RecordError, RunRecord, read_record
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PROTOCOL = ("Model selection: for each (backbone, method, task) the learning rate with the best mean dev main "
             "metric over seeds is selected; cells give that learning rate's dev main metric x100 as mean ± "
@@ -899,9 +899,10 @@ class Aggregation:
 
 
 def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequence[str]] = None,
-              references_path: Optional[Path] = None, config_dir: Path = REPO_ROOT / "configs",
+              references_path: Optional[Path] = None, config_dir: Optional[Path] = None,
               seeds: Optional[Sequence[int]] = None, tasks: Optional[Sequence[str]] = None,
               plots: bool = True) -> Aggregation:
+    config_dir = Path(config_dir) if config_dir is not None else config_root()
     runs, warnings = load_runs(results_dir, experiments)
     runs, version_warnings = filter_versions(runs, current_task_versions(config_dir))
     runs, duplicate_warnings = deduplicate(runs)
@@ -943,35 +944,35 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
 
 @guarded
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Refusals (bad flags, a results folder that is not there) are one line on stderr, exit 2."""
-    import argparse
+    """Refusals (bad arguments, a results folder that is not there) are one line on stderr, exit 2."""
+    from types import SimpleNamespace
 
-    parser = ArgumentParser(prog="scripts/aggregate.py", description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="results/runs", help="folder searched (recursively) for result.json")
-    parser.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
-    parser.add_argument("--experiment", action="append", default=None,
-                        help="only records of this experiment_name (repeatable)")
-    parser.add_argument("--references", default=str(REPO_ROOT / "results" / "references.yaml"),
-                        help="published numbers to show beside ours ('' = none)")
-    parser.add_argument("--configs", default=str(REPO_ROOT / "configs"), help="config dir with the current task specs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="expected seeds (default: every seed seen in the table)")
-    parser.add_argument("--tasks", nargs="+", default=None,
-                        help="expected tasks as benchmark/name (default: every task seen in the benchmark)")
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--wandb", action="store_true", help="also log the tables as W&B tables")
-    parser.add_argument("--wandb-project", default="aotp")
-    parser.add_argument("--wandb-entity", default=None)
-    args = parser.parse_args(argv)
+    values, _ = KeyValueParser("aotp-tables", __doc__.split("\n\n")[0], [
+        Option("results", "folder searched (recursively) for result.json", "results/runs", metavar="DIR"),
+        Option("output", "output folder", "results/tables", metavar="DIR", flags=("--out",)),
+        Option("experiment", "only records of these experiment_name values", None, many=True, nullable=True),
+        Option("references", "published numbers to show beside ours (null: none)", str(references_file()),
+               nullable=True, metavar="FILE"),
+        Option("configs", "config dir with the current task specs", str(config_root()), metavar="DIR"),
+        Option("seeds", "expected seeds (default: every seed seen in the table)", None, int, many=True, nullable=True),
+        Option("tasks", "expected tasks as benchmark/name (default: every task seen in the benchmark)", None,
+               many=True, nullable=True),
+        Option("plots", "the PNG plots", True, bool, flags=("--no-plots",), flag_value=False),
+        Option("wandb", "also log the tables as W&B tables", False, bool),
+        Option("wandb_project", "", "aotp"),
+        Option("wandb_entity", "", None, nullable=True),
+    ], examples=["aotp-tables results=results/cpu_mini/runs output=results/cpu_mini/tables",
+                 "aotp-tables experiment=[paper_glue_roberta_base] seeds=[1,2,3] plots=false"]).parse(
+        sys.argv[1:] if argv is None else argv)
+    args = SimpleNamespace(**values, out=values["output"], no_plots=not values["plots"])
     if not Path(args.results).is_dir():
-        parser.error(f"--results {args.results}: no such folder (run records are searched under it)")
+        raise UsageError(f"results={args.results}: no such folder (run records are searched under it)")
     if args.references and not Path(args.references).is_file():
-        parser.error(f"--references {args.references}: no such file ('' = none)")
+        raise UsageError(f"references={args.references}: no such file (null = none)")
     if not Path(args.configs).is_dir():
-        parser.error(f"--configs {args.configs}: no such folder")
+        raise UsageError(f"configs={args.configs}: no such folder")
     if Path(args.out).exists() and not Path(args.out).is_dir():
-        parser.error(f"--out {args.out}: is a file, not a folder")
+        raise UsageError(f"output={args.out}: is a file, not a folder")
     result = aggregate(Path(args.results), Path(args.out), experiments=args.experiment,
                        references_path=Path(args.references) if args.references else None,
                        config_dir=Path(args.configs), seeds=args.seeds, tasks=args.tasks, plots=not args.no_plots)

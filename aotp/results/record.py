@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from aotp.paths import config_dir
 from aotp.results.schema import SCHEMA_VERSION, Environment, GitState, RecordError, RunRecord, migrate
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "RunRecord", "environment", "failed_record", "git_info", "identity",
@@ -86,9 +87,6 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
 
 # Task fields that say where the data comes from or describe it, not what the model sees.
 TASK_LAYOUT_FIELDS = {"local", "hub", "description", "max_length", "official_sizes"}
-# The same folder as aotp.tasks.spec.TASK_CONFIG_DIR, not imported from there: that package imports torch,
-# and a run id is computed before a finished run is skipped (in about a second).
-TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
 
 
 def task_overrides(task: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +106,7 @@ def shipped_task(benchmark: str, name: str) -> dict[str, Any]:
     """The shipped task file as a plain dict (read once per process: sweeps compute many run ids)."""
     from omegaconf import OmegaConf
 
-    path = TASK_CONFIG_DIR / benchmark / f"{name}.yaml"
+    path = config_dir("task", benchmark, f"{name}.yaml")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
 
 

@@ -1,27 +1,30 @@
-"""python -m aotp.standin models --out DIR [--only roberta_large ...]
-python -m aotp.standin datasets --out DIR [--data-root ../shared/data] [--max-rows 50]
+"""python -m aotp.standin models output=DIR [only=[roberta_large,...]]
+python -m aotp.standin datasets output=DIR [data.root=[../shared/data,...]] [max_rows=50]
 
 Builds the offline stand-ins; then ``HF_HOME=DIR HF_HUB_OFFLINE=1 python -m aotp.run model=roberta_large ...``
 loads them through the same ``from_pretrained(hub_id, revision=...)`` call a GPU box makes after its
-download. One subcommand per kind of stand-in: each registers ``add_arguments`` and ``main`` in
-``SUBCOMMANDS``.
+download. One subcommand per kind of stand-in: each registers its key=value ``options`` and ``main`` in
+``SUBCOMMANDS`` (``main`` takes a namespace: ``out``, and ``only`` or ``roots``/``max_rows``).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+from aotp.cli import KeyValueParser, Option, UsageError, guarded
 from aotp.standin import datasets as standin_datasets
 
 
-def add_models_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="the stand-in HF_HOME (models go to OUT/hub)")
-    parser.add_argument("--only", nargs="+", metavar="MODEL", help="model config names (default: every source: hub model)")
+def models_options() -> list[Option]:
+    return [Option("output", "the stand-in HF_HOME (models go to <output>/hub)", required=True, kind=Path,
+                   metavar="DIR", flags=("--out",)),
+            Option("only", "model config names (default: every source: hub model)", None, many=True,
+                   metavar="MODEL")]
 
 
-def models_main(args: argparse.Namespace) -> int:
+def models_main(args) -> int:
     from aotp.standin.models import build_model_hub
 
     snapshots = build_model_hub(args.out, args.only)
@@ -32,23 +35,30 @@ def models_main(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> (help, add_arguments, main)
+# name -> (help, options, main)
 SUBCOMMANDS = {
     "models": ("stand-in checkpoints of every `source: hub` model config, in the HF cache layout",
-               add_models_arguments, models_main),
+               models_options, models_main),
     "datasets": ("stand-ins of nyu-mll/glue and aps/super_glue (hub Parquet + the prepared cache offline "
-                 "load_dataset reads)", standin_datasets.add_arguments, standin_datasets.run),
+                 "load_dataset reads)", standin_datasets.options, standin_datasets.run),
 }
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aotp.standin", description=__doc__.split("\n\n")[1])
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_arguments, _) in SUBCOMMANDS.items():
-        add_arguments(commands.add_parser(name, help=help_text))
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: python -m aotp.standin {{{','.join(SUBCOMMANDS)}}} key=value ... (--help after a subcommand)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage + "\n\n" + __doc__.split("\n\n")[1].strip() + "\n\n" +
+              "\n".join(f"  {name:<10}{text}" for name, (text, _, _) in SUBCOMMANDS.items()))
+        return 0 if argv else 2
+    if argv[0] not in SUBCOMMANDS:
+        raise UsageError(f"unknown subcommand {argv[0]!r}; valid: {', '.join(SUBCOMMANDS)}. {usage}")
+    help_text, options, run = SUBCOMMANDS[argv[0]]
+    values, _ = KeyValueParser(f"python -m aotp.standin {argv[0]}", help_text, options()).parse(argv[1:])
+    args = SimpleNamespace(out=values.pop("output"), roots=values.pop("data.root", None), **values)
     try:
-        return SUBCOMMANDS[args.command][2](args)
+        return run(args)
     except ValueError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2

@@ -45,14 +45,12 @@ Only the configs the task specs use are built (``nyu-mll/glue`` also has ``mnli_
 views of the ``mnli`` splits). Not verified against the hub's files: whether ReCoRD ``entity_spans.end`` is
 inclusive there (stored here as in the source file, inclusive; the harness reads only texts and order).
 
-Build: ``python -m aotp.standin.datasets --out DIR [--data-root ../shared/data --data-root tests/fixtures/data]
-[--max-rows 50]`` (see :func:`main`; ``python -m aotp.standin datasets ...`` where the package CLI routes to
-it); then ``HF_HOME=DIR HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``.
+Build: ``python -m aotp.standin datasets output=DIR [data.root=[../shared/data,tests/fixtures/data]]
+[max_rows=50]`` (:func:`run`); then ``HF_HOME=DIR HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -489,22 +487,25 @@ def prepare_cache(repo: str, snapshot: Path, sha: str, cache_dir: Path, config_n
         builder.download_and_prepare(output_dir=str(output_dir))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="the HF_HOME to write (hub/ and datasets/)")
-    parser.add_argument("--data-root", action="append", type=Path, dest="roots",
-                        help="official-layout data directory; repeat to fall back (default: ../shared/data, "
-                             "then tests/fixtures/data)")
-    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
-                        help=f"source rows (JSONL lines for MultiRC/ReCoRD) per split; 0 = all "
-                             f"(default {DEFAULT_MAX_ROWS})")
+def options() -> list:
+    """The key=value options of ``python -m aotp.standin datasets`` (:mod:`aotp.standin.__main__`)."""
+    from aotp.cli import Option
+
+    return [Option("output", "the HF_HOME to write (hub/ and datasets/)", required=True, kind=Path, metavar="DIR",
+                   flags=("--out",)),
+            Option("data.root", "official-layout data directories, each a fallback for the one before (default: "
+                   "../shared/data, then tests/fixtures/data)", None, Path, many=True, metavar="DIR",
+                   flags=("--data-root",)),
+            Option("max_rows", f"source rows (JSONL lines for MultiRC/ReCoRD) per split; 0 = all (default "
+                   f"{DEFAULT_MAX_ROWS})", DEFAULT_MAX_ROWS, int, minimum=0)]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args) -> int:
     """``python -m aotp.standin datasets``; a bad argument raises ValueError (one line, exit 2)."""
     roots = args.roots or [Path("../shared/data"), Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "data"]
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
-        raise ValueError(f"--data-root: not a directory: {', '.join(missing)}")
+        raise ValueError(f"data.root: not a directory: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     built = build_dataset_standin(args.out, roots, args.max_rows or None)
     for item in built:

@@ -55,10 +55,11 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from aotp.paths import config_dir
 from aotp.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_CONFIGS = REPO_ROOT / "configs" / "model"
+MODEL_CONFIGS = config_dir("model")
 FIXTURE_TEXT = REPO_ROOT / "tests" / "fixtures" / "data"
 
 # The backbone's size in the stand-ins; the rest of config.json is the publisher's. Layers differ between

@@ -1,6 +1,6 @@
 """Constant-prediction baselines of a task's eval split(s), from their label distributions.
 
-    python -m aotp.tasks.baselines task=glue/rte [task=...] data.root=../shared/data
+    python -m aotp.tasks.baselines task=glue/rte [task=...|task=[glue/rte,glue/mrpc]] data.root=../shared/data
 
 For every label k, the "always predict k" scores (one-hot in column k; for multiple choice, always
 choice k; for ReCoRD, every candidate scores the same, so each query answers with its first entity)
@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from aotp.cli import KeyValueParser, Option, guarded
 from aotp.metrics import is_improvement, main_metric_higher_is_better
 from aotp.tasks.formatting import FORMATTERS
 from aotp.tasks.loading import load_raw_records
@@ -90,15 +91,15 @@ def constant_baselines(spec: TaskSpec, root: Optional[Path], splits: Optional[di
             "sizes": {split: len(examples) for split, examples in splits.items()}}
 
 
+@guarded
 def main(argv: Optional[list[str]] = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    tasks = [a.split("=", 1)[1] for a in args if a.startswith("task=")]
-    roots = [a.split("=", 1)[1] for a in args if a.startswith("data.root=")]
-    if not tasks or len(roots) > 1 or len(tasks) + len(roots) != len(args):
-        print("usage: python -m aotp.tasks.baselines task=<benchmark>/<task> [task=...] [data.root=DIR]", file=sys.stderr)
-        return 2
-    root = Path(roots[0]) if roots else None
-    for task in tasks:
+    args, _ = KeyValueParser("python -m aotp.tasks.baselines", __doc__.split("\n\n")[0], [
+        Option("task", "the tasks (repeat task= or give a list)", required=True, many=True, metavar="BENCHMARK/TASK"),
+        Option("data.root", "folder of the GLUE/SuperGLUE files (default: the hub)", metavar="DIR"),
+    ], examples=["python -m aotp.tasks.baselines task=[glue/rte,glue/mrpc] data.root=../shared/data"]).parse(
+        sys.argv[1:] if argv is None else argv)
+    root = Path(args["data.root"]) if args["data.root"] else None
+    for task in args["task"]:
         result = constant_baselines(load_spec(task), root)
         best = result["best_metrics"]
         print(f"{task} {result['sizes']}: majority/constant baseline = always {result['best']!r}: main={best['main']:.4f} ("

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from aotp.models.task_model import HEAD_TYPES
+from aotp.paths import config_dir
 
-TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
+TASK_CONFIG_DIR = config_dir("task")
 SUBMISSION_FORMATS = ("glue_tsv", "superglue_jsonl")
 SUBMISSION_LABELS = ("names", "ids", "float", "text")
 

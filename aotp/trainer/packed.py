@@ -60,7 +60,6 @@ can be routed inside one forward.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 import sys
@@ -70,6 +69,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+
+from aotp.cli import KeyValueParser, Option, guarded
 
 log = logging.getLogger(__name__)
 
@@ -519,26 +520,22 @@ def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiase
     return records
 
 
+PACK_PARSER = KeyValueParser(
+    "python -m aotp.trainer.packed", "Train K = |seeds| x |lrs| AoT runs packed on one backbone.",
+    [Option("pack.seeds", "the seeds of the pack", required=True, many=True, kind=int),
+     Option("pack.lrs", "the learning rates of the pack", required=True, many=True, kind=float)],
+    examples=["python -m aotp.trainer.packed model=minilm method=aot_fc task=glue/rte data.root=../shared/data "
+              "pack.seeds=[1,2] pack.lrs=[1e-3,3e-3]"],
+    passthrough="<aotp-run overrides key=value ...>")
+
+
 def split_pack_arguments(arguments: Sequence[str]) -> tuple[list[str], list[int], list[float]]:
     """``pack.seeds=[1,2] pack.lrs=[1e-3,3e-3]`` out of a list of Hydra overrides."""
-    parser = argparse.ArgumentParser(prog="python -m aotp.trainer.packed")
-    seeds, lrs, overrides = None, None, []
-    for argument in arguments:
-        key, _, value = argument.partition("=")
-        if key in ("pack.seeds", "pack.lrs"):
-            values = [v for v in value.strip("[]").split(",") if v.strip()]
-            try:
-                parsed = [int(v) for v in values] if key == "pack.seeds" else [float(v) for v in values]
-            except ValueError:
-                parser.error(f"{key}={value!r}: expected a list such as {key}=[1,2]")
-            seeds, lrs = (parsed, lrs) if key == "pack.seeds" else (seeds, parsed)
-        else:
-            overrides.append(argument)
-    if seeds is None or lrs is None:
-        parser.error("name the pack: pack.seeds=[S1,S2,...] pack.lrs=[LR1,LR2,...] (K = |seeds| x |lrs| runs)")
-    return overrides, seeds, lrs
+    values, overrides = PACK_PARSER.parse(arguments)
+    return overrides, values["pack.seeds"], values["pack.lrs"]
 
 
+@guarded
 def main(arguments: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     overrides, seeds, lrs = split_pack_arguments(sys.argv[1:] if arguments is None else arguments)

@@ -6,7 +6,7 @@ from aotp import demo
 
 
 def test_demo_runs_end_to_end_on_a_tiny_backbone(tmp_path, capsys):
-    demo.main(["--model", "tiny_bert", "--max-steps", "3", "--output", str(tmp_path)])
+    demo.main(["model=tiny_bert", "max_steps=3", f"output={tmp_path}"])
     out = capsys.readouterr().out
     table = (tmp_path / "comparison.md").read_text()
     for method in demo.DEMO_METHODS:

@@ -153,13 +153,14 @@ def test_packed_cli_killed_then_resumed_ends_with_the_same_records(tmp_path):
 
 
 def test_pack_arguments_are_parsed_and_required():
+    from aotp.cli import UsageError
     from aotp.trainer.packed import split_pack_arguments
 
     assert split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]", "pack.lrs=[1e-3,3e-3]"]) == (
         ["model=tiny_bert"], [1, 2], [1e-3, 3e-3])
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="missing pack.lrs="):
         split_pack_arguments(["model=tiny_bert", "pack.seeds=[1,2]"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match=r"pack.seeds='\[a\]': expected an integer"):
         split_pack_arguments(["pack.seeds=[a]", "pack.lrs=[1e-3]"])
 
 

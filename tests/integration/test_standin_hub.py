@@ -281,11 +281,11 @@ def test_the_unchanged_cli_runs_on_the_stand_in_hub_from_hf_home(standin_hub, tm
 def test_the_builder_cli_is_deterministic_and_names_bad_models(standin_hub, tmp_path, capsys):
     from aotp.standin.__main__ import main
 
-    assert main(["models", "--out", str(tmp_path), "--only", "roberta_base"]) == 0
+    assert main(["models", f"output={tmp_path}", "only=[roberta_base]"]) == 0
     repo = "models--FacebookAI--roberta-base"
     assert (tmp_path / "hub" / repo / "refs" / "main").read_text() == standin_hub["snapshots"]["roberta_base"].name
     assert "HF_HOME=" in capsys.readouterr().out
-    assert main(["models", "--out", str(tmp_path), "--only", "roberta_huge"]) == 2
+    assert main(["models", "--out", str(tmp_path), "--only", "roberta_huge"]) == 2  # the old flags still work
     assert "unknown hub model(s) roberta_huge; valid: deberta_v2_xlarge" in capsys.readouterr().err
 
 

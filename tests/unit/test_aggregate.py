@@ -218,8 +218,8 @@ def test_output_is_byte_identical_when_rebuilt(grid, tmp_path):
     png = (tmp_path / "a" / "macro_glue.png").read_bytes()
     assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png.lower()
     # a fresh process through the CLI writes the same bytes
-    cli = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "aggregate.py"), "--results", str(grid),
-                          "--out", str(tmp_path / "c"), "--references", ""], capture_output=True, text=True, timeout=120)
+    cli = subprocess.run([sys.executable, "-m", "aotp.results.aggregate", f"results={grid}", f"output={tmp_path / 'c'}",
+                          "references=null"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert "warning: glue/sst2: 1 of version 0 left out" in cli.stderr
     for name in names:

@@ -131,7 +131,7 @@ def test_done_runs_need_no_more_disk(tmp_path):
 
 
 def test_a_sweep_that_does_not_fit_is_refused_with_its_figures(tmp_path, monkeypatch, capsys):
-    args = ["--budget", "--check-disk", str(tmp_path), *NARROW]
+    args = ["budget=true", f"check_disk={tmp_path}", *NARROW]
     monkeypatch.setattr(budget_module, "free_bytes", lambda path: 1000)
     assert main(args) == 3
     captured = capsys.readouterr()
@@ -140,7 +140,7 @@ def test_a_sweep_that_does_not_fit_is_refused_with_its_figures(tmp_path, monkeyp
     assert "| tiny_bert | full_ft | 4 |" in captured.out  # the budget table is printed first
     monkeypatch.setattr(budget_module, "free_bytes", lambda path: 10**15)
     out = tmp_path / "budget.json"
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, f"output={out}"]) == 0
     written = json.loads(out.read_text())
     assert written["runs"] == 8 and written["need"] == written["kept_remaining"] + written["checkpoint_peak"] + (
         written["token_cache"] if written["token_cache_counted"] else 0)
@@ -157,11 +157,11 @@ def test_the_makefile_checks_the_disk_before_the_sweep_unless_told_not_to():
         return [line for line in result.stdout.splitlines() if " -m aotp." in line]
 
     check, sweep = recipe()
-    assert "-m aotp.estimate --budget --check-disk results/runs --jobs 1 experiment=smoke_tiny" in check
+    assert "-m aotp.estimate budget=true check_disk=results/runs jobs=1 experiment=smoke_tiny" in check
     assert "-m aotp.run -m experiment=smoke_tiny" in sweep
     assert [line.split(" -m ")[1] for line in recipe("DISK_CHECK=0")] == ["aotp.run"]
     (dry,) = recipe("DRY_RUN=1")
-    assert "-m aotp.estimate --budget --jobs 1" in dry and "--check-disk" not in dry
+    assert "-m aotp.estimate budget=true jobs=1" in dry and "check_disk" not in dry
 
 
 @pytest.mark.parametrize("experiment", ["paper_glue_deberta_v3_large", "paper_superglue_deberta_xlarge",

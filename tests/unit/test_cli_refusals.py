@@ -47,14 +47,52 @@ def test_argument_parser_errors_are_one_line(capsys):
 def test_inference_refusals(capsys, tmp_path):
     from aotp.inference.__main__ import main
 
-    assert "result.json not found" in refused(capsys, main, ["--runs", str(tmp_path / "none")])
-    assert "--batch-size must be a positive integer, got 0" in refused(capsys, main, ["--runs", "x", "--batch-size", "0"])
-    assert "--device='tpu'; valid: auto, cpu, cuda, mps" in refused(capsys, main, ["--runs", "x", "--device", "tpu"])
-    assert f"--input {tmp_path}/in.jsonl: no such file" in refused(capsys, main, ["--runs", "x", "--input",
-                                                                                  str(tmp_path / "in.jsonl")])
+    assert "result.json not found" in refused(capsys, main, [f"run={tmp_path / 'none'}"])
+    assert "batch_size='0': expected a positive integer" in refused(capsys, main, ["run=x", "batch_size=0"])
+    assert "device='tpu'; valid: auto, cpu, cuda, mps" in refused(capsys, main, ["run=x", "device=tpu"])
+    assert f"input={tmp_path}/in.jsonl: no such file" in refused(capsys, main, ["run=x", f"input={tmp_path}/in.jsonl"])
+    assert "aotp-inference: missing run=" in refused(capsys, main, ["batch_size=2"])
     record = {"status": "failed", "config": {}}
     (tmp_path / "result.json").write_text(json.dumps(record))
-    assert "has status 'failed'; only finished runs can be served" in refused(capsys, main, ["--runs", str(tmp_path)])
+    assert "has status 'failed'; only finished runs can be served" in refused(capsys, main, [f"run={tmp_path}"])
+
+
+def test_key_value_parser_lists_nulls_bools_and_deprecated_flags(capsys):
+    from aotp.cli import KeyValueParser, Option, UsageError
+
+    parser = KeyValueParser("tool", "A tool.", [
+        Option("run", required=True, many=True, flags=("--runs",)),
+        Option("batch_size", default=32, kind=int, minimum=1),
+        Option("limit", default=5, kind=int, nullable=True),
+        Option("plots", default=True, kind=bool, flags=("--no-plots",), flag_value=False),
+        Option("output", default="out", flags=("--out",)),
+    ], examples=["tool run=a"])
+    defaults = {"batch_size": 32, "limit": 5, "plots": True, "output": "out"}
+    assert parser.parse(["run=[a,b]", "run=c"]) == ({"run": ["a", "b", "c"], **defaults}, [])
+    assert parser.parse(["run=a", "limit=null", "plots=false", "batch_size=8"]) == (
+        {"run": ["a"], "batch_size": 8, "limit": None, "plots": False, "output": "out"}, [])
+    assert capsys.readouterr().err == ""
+    assert parser.parse(["--runs", "a", "b", "--batch-size", "4", "--no-plots", "--out=x"]) == (
+        {"run": ["a", "b"], "batch_size": 4, "plots": False, "output": "x", "limit": 5}, [])
+    assert capsys.readouterr().err.splitlines() == [
+        "tool: --runs is deprecated; use run=[a,b]", "tool: --batch-size is deprecated; use batch_size=4",
+        "tool: --no-plots is deprecated; use plots=false", "tool: --out is deprecated; use output=x"]
+    for argv, message in ((["run=a", "bogus=1"], "tool: unknown argument 'bogus'; valid: run, batch_size, limit, plots, "
+                                                "output. usage: tool run=[VALUE,...] [batch_size=N]"),
+                          (["run=a", "--bogus"], "tool: unknown argument '--bogus'; arguments are key=value"),
+                          (["a"], "tool: argument 'a' is not key=value"),
+                          (["batch_size=2"], "tool: missing run="),
+                          (["run=a", "plots=maybe"], "plots='maybe': expected true or false"),
+                          (["run=a", "batch_size=0"], "batch_size='0': expected a positive integer")):
+        with pytest.raises(UsageError) as error:
+            parser.parse(argv)
+        assert str(error.value).startswith(message), (argv, str(error.value))
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: tool run=[VALUE,...] [batch_size=N] [limit=N] [plots=true|false] [output=VALUE]\n")
+    assert "  batch_size=N              (default: 32)" in text and "examples:\n  tool run=a" in text
 
 
 def test_inference_input_lines_are_refused_by_line():
@@ -83,13 +121,40 @@ def test_estimate_refusals(capsys):
     from aotp.estimate import main
 
     assert "Unknown experiment 'smoke_tiy'" in refused(capsys, main, ["experiment=smoke_tiy"])
-    assert "--repeats must be >= 1, got 0" in refused(capsys, main, ["experiment=smoke_tiny", "--repeats", "0"])
+    assert "repeats='0': expected a positive integer" in refused(capsys, main, ["experiment=smoke_tiny", "repeats=0"])
     assert "expected experiment=<name>" in refused(capsys, main, ["method=lora"])
 
 
 def test_aggregate_refusals(capsys, tmp_path):
     from aotp.results.aggregate import main
 
-    assert "--results " + str(tmp_path / "none") + ": no such folder" in refused(
-        capsys, main, ["--results", str(tmp_path / "none")])
-    assert "unrecognized arguments: --bogus" in refused(capsys, main, ["--bogus"])
+    assert f"results={tmp_path / 'none'}: no such folder" in refused(capsys, main, [f"results={tmp_path / 'none'}"])
+    assert "aotp-tables: unknown argument '--bogus'; arguments are key=value: results, output" in refused(
+        capsys, main, ["--bogus"])
+
+
+def test_run_help_describes_aotp_and_lists_the_user_facing_groups_only(capsys, monkeypatch):
+    import sys
+
+    from aotp.run import cli
+
+    monkeypatch.setattr(sys, "argv", ["aotp-run", "--help"])
+    cli()
+    text = capsys.readouterr().out
+    assert text.startswith("aotp-run: train and evaluate one aotp run, or a sweep of them with -m.\n")
+    assert "  aotp-run model=tiny_bert task=glue/rte trainer.max_steps=2 data.root=tests/fixtures/data" in text
+    groups = [line.split(":")[0].strip() for line in text.split("config groups")[1].split("\n\n")[0].splitlines()[1:]
+              if not line.startswith(" " * 18)]
+    assert groups == ["model", "method", "task", "experiment", "trainer", "data", "logger", "hydra/launcher"]
+    assert "specialize" not in text and "[minilm]" in text and "glue/rte" in text and "--hydra-help" in text
+
+
+def test_bench_arguments_and_their_old_flags(capsys):
+    from aotp.bench.__main__ import parse_args
+
+    new = parse_args(["batch_sizes=[32]", "seq_lens=[128]", "tasks=[]", "memory=false", "output=x", "headline=[8,16]"])
+    old = parse_args(["--batch-sizes", "32", "--seq-lens", "128", "--tasks", "--no-memory", "--out-dir", "x",
+                      "--headline", "8", "16"])
+    assert new == old and new["batch_sizes"] == [32] and new["tasks"] == [] and new["memory"] is False
+    assert new["output"] == "x" and new["headline"] == [8, 16] and new["rounds"] == 6
+    assert "--out-dir is deprecated; use output=x" in capsys.readouterr().err

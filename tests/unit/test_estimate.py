@@ -111,7 +111,7 @@ def test_estimate_reports_per_group_and_compares_with_records(tmp_path, shared_d
     record_dir.mkdir(parents=True)
     (record_dir / "result.json").write_text(json.dumps({"status": "success", "wall_seconds": 12.0}))
     out = tmp_path / "estimate.json"
-    assert main([*overrides, "--repeats", "1", "--compare", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert main([*overrides, "repeats=1", f"compare={tmp_path / 'runs'}", f"output={out}"]) == 0
     result = json.loads(out.read_text())
     assert [(g["model"], g["method"], g["runs"]) for g in result["groups"]] == [("tiny_bert", "bitfit", 1)]
     (run,) = result["runs"]

@@ -164,10 +164,12 @@ def test_from_runs_and_cli(tmp_path, capsys):
     # The CLI serves the same predictions from JSON lines, in input order.
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert cli_main(["--runs", *map(str, runs), "--input", str(source), "--output", str(target), "--batch-size", "3"]) == 0
+    assert cli_main([f"run=[{','.join(map(str, runs))}]", f"input={source}", f"output={target}", "batch_size=3"]) == 0
     served = [json.loads(line) for line in target.read_text().splitlines()]
+    # the old flags still work (each with a one-line deprecation note)
     assert cli_main(["--runs", *map(str, runs), "--input", str(source), "--output", str(tmp_path / "bf16.jsonl"),
                      "--table-dtype", "bf16"]) == 0
+    assert "--runs is deprecated; use run=[" in capsys.readouterr().err
     assert len((tmp_path / "bf16.jsonl").read_text().splitlines()) == len(records)
     assert [s["id"] for s in served] == [r["id"] for r in records]
     for a, b in zip(served, predictions):
@@ -175,7 +177,7 @@ def test_from_runs_and_cli(tmp_path, capsys):
     source.write_text(json.dumps({"task": "qqp", "sentence": "x"}) + "\n")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["--runs", *map(str, runs), "--input", str(source), "--output", str(target)])
+        cli_main([*(f"run={r}" for r in runs), f"input={source}", f"output={target}"])
     assert exit_info.value.code == 2  # a refusal: one line on stderr
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and "in.jsonl:1: unknown task 'qqp'" in err and err.count("\n") == 1

@@ -55,5 +55,5 @@ def test_superglue_labels_and_nested_rows():
 
 
 def test_cli_names_a_missing_data_root(tmp_path, capsys):
-    assert main(["datasets", "--out", str(tmp_path / "home"), "--data-root", str(tmp_path / "nowhere")]) == 2
-    assert f"Error: --data-root: not a directory: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert main(["datasets", f"output={tmp_path / 'home'}", f"data.root={tmp_path / 'nowhere'}"]) == 2
+    assert f"Error: data.root: not a directory: {tmp_path / 'nowhere'}" in capsys.readouterr().err

@@ -218,7 +218,7 @@ def test_makefile_reproduce_runs_the_experiment_with_the_launcher():
     missing = subprocess.run(["make", "-n", "reproduce"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert "EXPERIMENT=<name>" in missing.stdout + missing.stderr
     tables = subprocess.run(["make", "-n", "tables"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert "scripts/aggregate.py --results results/runs --out results/tables" in tables.stdout
+    assert "-m aotp.results.aggregate results=results/runs output=results/tables" in tables.stdout
 
 
 # ----------------------------------------------------------------------------------------- GPU pool
