@@ -79,7 +79,7 @@ endif
 ifeq ($(PACK),1)
 	$(PY) -m aotp.run -m $(SWEEP_ARGS)
 else
-	$(PY) -m aotp.sweep_pack --pack $(PACK) $(SWEEP_ARGS)
+	$(PY) -m aotp.sweep_pack pack=$(PACK) $(SWEEP_ARGS)
 endif
 endif
 

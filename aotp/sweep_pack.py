@@ -1,7 +1,7 @@
 """Packed sweeps: the runs of a sweep that can share one frozen backbone train K at a time in one process.
 
     make reproduce EXPERIMENT=paper_glue_roberta_base PACK=4 ARGS="task=glue/rte"
-    python -m aotp.sweep_pack --pack 4 experiment=paper_glue_roberta_base task=glue/rte
+    python -m aotp.sweep_pack pack=4 experiment=paper_glue_roberta_base task=glue/rte
 
 The sweep is exactly the one ``python -m aotp.run -m <same overrides>`` runs: the experiment's
 ``hydra.sweeper.params``, narrowed or widened by sweep overrides on the command line, in the Hydra
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from aotp.cli import ArgumentParser, ConfigError, guarded, one_line
+from aotp.cli import ConfigError, KeyValueParser, Option, guarded, one_line
 
 log = logging.getLogger("aotp.sweep_pack")
 
@@ -133,16 +133,13 @@ def _empty_device_cache() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from aotp.config_checks import check_group_choices
 
-    parser = ArgumentParser(prog="python -m aotp.sweep_pack", description=__doc__.split("\n\n")[0],
-                            usage="python -m aotp.sweep_pack --pack K experiment=<name> [overrides]")
-    parser.add_argument("--pack", type=int, required=True, help="runs per pack (K >= 1; 1 = every run alone)")
-    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
-    overrides = [o for o in overrides if o not in ("-m", "--multirun")]  # the sweep is implied
-    bad = [o for o in overrides if o.startswith("-") or "=" not in o]
-    if bad:
-        parser.error(f"expected Hydra overrides key=value; got {bad}")
-    if args.pack < 1:
-        parser.error(f"--pack must be >= 1, got {args.pack}")
+    parser = KeyValueParser("python -m aotp.sweep_pack", __doc__.split("\n\n")[0], [
+        Option("pack", "runs per pack (K >= 1; 1 = every run alone)", None, int, required=True, minimum=1)],
+        examples=("python -m aotp.sweep_pack pack=4 experiment=paper_glue_roberta_base task=glue/rte",),
+        passthrough="experiment=<name> [Hydra overrides key=value ...]")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    values, overrides = parser.parse([a for a in argv if a not in ("-m", "--multirun")])  # the sweep is implied
+    pack = values["pack"]
     launcher = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "hydra/launcher"), "basic")
     if launcher != "basic":
         raise ConfigError(f"hydra/launcher={launcher}: a packed sweep runs its packs one after another in one "
@@ -151,9 +148,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         stream=sys.stdout)
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    plain, jobs, done = plan(overrides, args.pack)
+    plain, jobs, done = plan(overrides, pack)
     packs = [job for job in jobs if job.packed]
-    print(f"Packed sweep (K={args.pack}): {sum(len(j.runs) for j in jobs) + len(done)} runs: {len(done)} already "
+    print(f"Packed sweep (K={pack}): {sum(len(j.runs) for j in jobs) + len(done)} runs: {len(done)} already "
           f"succeeded, {sum(len(j.runs) for j in packs)} in {len(packs)} pack(s) "
           f"(sizes {[len(j.runs) for j in packs]}), {len(jobs) - len(packs)} alone", flush=True)
     for name in done:

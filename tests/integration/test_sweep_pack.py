@@ -51,10 +51,10 @@ def test_a_packed_sweep_writes_the_records_of_the_sweep_alone_and_skips_them_on_
     from aotp.run import to_container
     from aotp.sweep_pack import main
 
-    assert main(["--pack", "4", *arguments(tmp_path / "packed")]) == 0
+    assert main(["pack=4", *arguments(tmp_path / "packed")]) == 0
     output = capsys.readouterr().out
     assert "8 runs: 0 already succeeded, 4 in 1 pack(s) (sizes [4]), 4 alone" in output
-    assert main(["--pack", "1", *arguments(tmp_path / "alone")]) == 0
+    assert main(["pack=1", *arguments(tmp_path / "alone")]) == 0
     assert "0 in 0 pack(s) (sizes []), 8 alone" in capsys.readouterr().out
     packed, alone = records(tmp_path / "packed"), records(tmp_path / "alone")
     assert set(packed) == set(alone) and len(packed) == 8  # same run folders (names carry the run ids)
@@ -81,7 +81,7 @@ def test_a_packed_sweep_writes_the_records_of_the_sweep_alone_and_skips_them_on_
 
     # a rerun trains nothing, packed or not: the records stay byte for byte
     before = {p: p.read_bytes() for p in (tmp_path / "packed" / "runs").glob("*/result.json")}
-    assert main(["--pack", "4", *arguments(tmp_path / "packed")]) == 0
+    assert main(["pack=4", *arguments(tmp_path / "packed")]) == 0
     output = capsys.readouterr().out
     assert "8 runs: 8 already succeeded, 0 in 0 pack(s)" in output and output.count("already succeeded") == 9
     assert all(path.read_bytes() == content for path, content in before.items())
@@ -126,12 +126,12 @@ def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(where, t
     later packed batches then hold other companions, which may move float rounding (tolerance 1e-6)."""
     from aotp.sweep_pack import main
 
-    assert main(["--pack", "4", *arguments(tmp_path / "reference", methods="aot_fc")]) == 0
+    assert main(["pack=4", *arguments(tmp_path / "reference", methods="aot_fc")]) == 0
     reference = records(tmp_path / "reference")
     capsys.readouterr()
 
     killed = arguments(tmp_path / "resumed", methods="aot_fc")
-    script = KILLER.format(root=str(REPO_ROOT), where=where, arguments=["--pack", "4", *killed])
+    script = KILLER.format(root=str(REPO_ROOT), where=where, arguments=["pack=4", *killed])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": "1"}
     child = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -143,7 +143,7 @@ def test_a_packed_sweep_killed_mid_training_resumes_to_the_same_records(where, t
     assert steps == ([2, 2, 2, 2] if where == "training" else [2, 2, 4, 4])
     assert all((run / "run.lock").exists() for run in runs)  # left by the killed process (its pid is gone)
 
-    assert main(["--pack", "4", *killed]) == 0
+    assert main(["pack=4", *killed]) == 0
     output = capsys.readouterr().out
     assert output.count("Resuming ") == 4 and "from checkpoint at step 2/6" in output
     resumed = records(tmp_path / "resumed")
@@ -167,12 +167,12 @@ def test_a_packed_sweep_refuses_a_parallel_launcher_and_a_bad_pack(tmp_path, cap
     from aotp.sweep_pack import main
 
     with pytest.raises(SystemExit) as refused:
-        main(["--pack", "4", *[a for a in arguments(tmp_path) if a != "hydra/launcher=basic"], "hydra/launcher=slurm"])
+        main(["pack=4", *[a for a in arguments(tmp_path) if a != "hydra/launcher=basic"], "hydra/launcher=slurm"])
     assert refused.value.code == 2
     assert "hydra/launcher=slurm: a packed sweep runs its packs one after another" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:
-        main(["--pack", "0", *arguments(tmp_path)])
-    assert refused.value.code == 2 and "--pack must be >= 1, got 0" in capsys.readouterr().err
+        main(["pack=0", *arguments(tmp_path)])
+    assert refused.value.code == 2 and "pack='0'" in capsys.readouterr().err
 
 
 def test_the_plan_packs_runs_that_differ_only_in_seed_and_lr(tmp_path):
