@@ -54,7 +54,7 @@ def test_inference_refusals(capsys, tmp_path):
     assert "aotp-inference: missing run=" in refused(capsys, main, ["batch_size=2"])
     record = {"status": "failed", "config": {}}
     (tmp_path / "result.json").write_text(json.dumps(record))
-    assert "has status 'failed'; only finished runs can be served" in refused(capsys, main, [f"run={tmp_path}"])
+    assert "has status 'failed'; only a finished (success) run can be served" in refused(capsys, main, [f"run={tmp_path}"])
 
 
 def test_key_value_parser_lists_nulls_bools_and_deprecated_flags(capsys):
