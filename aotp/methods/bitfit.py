@@ -23,7 +23,8 @@ Plus the head. Inference: unchanged, the same computation as the backbone (bench
 
 from __future__ import annotations
 
-from aotp.methods.base import METHODS, Method, head_parameter_count
+from aotp.methods.base import METHODS, head_parameter_count
+from aotp.methods.full_ft import FullFineTuning
 from aotp.models.task_model import TaskModel
 
 
@@ -57,16 +58,15 @@ def backbone_bias_count(config, family: str) -> int:
 
 
 @METHODS.register("bitfit")
-class BitFit(Method):
+class BitFit(FullFineTuning):
+    """Full fine-tuning of the bias terms only: the same inference form, the backbone's computation."""
+
     name = "bitfit"
-    benchmark_variants = ("same_as_backbone",)
     inference_note = "same computation as the backbone at inference (only bias values differ)"
     mixing_note = ("cannot mix tasks in one batch (task-specific bias values in the backbone): served as T per-task "
                    "batches on T models -- same computation as lora/merged per task (not timed separately)")
 
-    def apply(self, model: TaskModel) -> TaskModel:
-        self.freeze_all_but(model, is_bias)
-        return model
+    trains = staticmethod(is_bias)
 
     def expected_trainable_parameters(self, model: TaskModel) -> int:
         return backbone_bias_count(model.backbone.config, model.family) + head_parameter_count(model)

@@ -20,6 +20,8 @@ per task, see :mod:`aotp.methods.adapterhub`).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
+
 from aotp.methods.adapterhub import AdapterHubMethod
 from aotp.methods.base import METHODS, head_parameter_count
 from aotp.models.task_model import TaskModel
@@ -28,18 +30,40 @@ from aotp.models.task_model import TaskModel
 LAYER_NORM_PATTERN = re.compile(r"^backbone\.encoder\.layer\.\d+\.(attention\.output|output)\.LayerNorm\.")
 
 
-class BottleneckAdapter(AdapterHubMethod):
-    module_marker = ".adapters."
+class Variant(NamedTuple):
+    """What tells the two bottleneck adapters apart: AdapterHub's config class (whose defaults are the
+    non-linearity here), the adapters it inserts per layer, and whether the layer norms train by default."""
+
+    library_config_class: str
     adapters_per_layer: int
     default_non_linearity: str
+    train_layer_norm: bool
+
+
+class BottleneckAdapter(AdapterHubMethod):
+    module_marker = ".adapters."
+    variant: Variant
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        count = cls.variant.adapters_per_layer
+        cls.inference_note = (f"AdapterHub {cls.variant.library_config_class.removesuffix('Config')}: {count} "
+                              f"bottleneck adapter{'s' if count > 1 else ''} per layer")
 
     def __init__(self, reduction_factor: float = 16, non_linearity: str | None = None,
-                 train_layer_norm: bool = False):
+                 train_layer_norm: bool | None = None):
         if reduction_factor <= 0:
             raise ValueError(f"method.options.reduction_factor must be > 0, got {reduction_factor}")
         self.reduction_factor = reduction_factor
-        self.non_linearity = non_linearity or self.default_non_linearity
-        self.train_layer_norm = bool(train_layer_norm)
+        self.non_linearity = non_linearity or self.variant.default_non_linearity
+        self.train_layer_norm = self.variant.train_layer_norm if train_layer_norm is None else bool(train_layer_norm)
+        self.adapters_per_layer = self.variant.adapters_per_layer
+
+    def library_config(self):
+        import adapters
+
+        config_class = getattr(adapters, self.variant.library_config_class)
+        return config_class(reduction_factor=self.reduction_factor, non_linearity=self.non_linearity)
 
     def bottleneck_size(self, model: TaskModel) -> int:
         # exactly as adapters computes it: int(hidden_size // reduction_factor), at least 1
@@ -62,18 +86,7 @@ class HoulsbyAdapter(BottleneckAdapter):
     """Houlsby et al. 2019: adapters after attention and after the FFN, layer norms trained."""
 
     name = "adapter_houlsby"
-    inference_note = "AdapterHub DoubleSeqBn: 2 bottleneck adapters per layer"
-    adapters_per_layer = 2
-    default_non_linearity = "swish"  # AdapterHub's DoubleSeqBnConfig default
-
-    def __init__(self, reduction_factor: float = 16, non_linearity: str | None = None,
-                 train_layer_norm: bool = True):
-        super().__init__(reduction_factor, non_linearity, train_layer_norm)
-
-    def library_config(self):
-        from adapters import DoubleSeqBnConfig
-
-        return DoubleSeqBnConfig(reduction_factor=self.reduction_factor, non_linearity=self.non_linearity)
+    variant = Variant("DoubleSeqBnConfig", adapters_per_layer=2, default_non_linearity="swish", train_layer_norm=True)
 
 
 @METHODS.register("adapter_pfeiffer")
@@ -81,11 +94,4 @@ class PfeifferAdapter(BottleneckAdapter):
     """Pfeiffer et al. 2021: one adapter after the FFN (reusing the layer's own layer norm)."""
 
     name = "adapter_pfeiffer"
-    inference_note = "AdapterHub SeqBn: 1 bottleneck adapter per layer"
-    adapters_per_layer = 1
-    default_non_linearity = "relu"  # AdapterHub's SeqBnConfig default
-
-    def library_config(self):
-        from adapters import SeqBnConfig
-
-        return SeqBnConfig(reduction_factor=self.reduction_factor, non_linearity=self.non_linearity)
+    variant = Variant("SeqBnConfig", adapters_per_layer=1, default_non_linearity="relu", train_layer_norm=False)

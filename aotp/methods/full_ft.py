@@ -19,8 +19,13 @@ class FullFineTuning(Method):
     mixing_note = ("cannot mix tasks in one batch (task-specific backbone weights): served as T per-task batches "
                    "on T full models -- same computation as lora/merged per task (not timed separately)")
 
+    @staticmethod
+    def trains(name: str) -> bool:
+        """Whether the parameter ``name`` trains: all do (BitFit narrows this to the biases)."""
+        return True
+
     def apply(self, model: TaskModel) -> TaskModel:
-        self.freeze_all_but(model, lambda name: True)
+        self.freeze_all_but(model, self.trains)
         return model
 
     def expected_trainable_parameters(self, model: TaskModel) -> int:
