@@ -22,7 +22,7 @@ import torch
 from aotp.tasks.formatting import FORMATTERS
 from aotp.tasks.loading import check_local_files, hub_source_fingerprint, load_raw_records, local_path
 from aotp.tasks.spec import TaskSpec
-from aotp.tasks.truncation import UNTRUNCATED, truncation_stats
+from aotp.tasks.truncation import UNTRUNCATED, sequences, truncation_stats
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,18 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
         full = tokenize(examples, tokenizer, UNTRUNCATED, uses_token_type_ids, pair_encoding)
         return truncation_stats(examples, features, full, max_length)
 
+    def tokenize_counting(examples):
+        """Features at ``max_length`` and their truncation counts, tokenising every example once untruncated
+        and again only those longer than ``max_length`` (a sequence that fits comes out of the tokenizer the
+        same with or without truncation, so its untruncated features are its features)."""
+        full = tokenize(examples, tokenizer, UNTRUNCATED, uses_token_type_ids, pair_encoding)
+        over = [i for i, feature in enumerate(full) if max(map(len, sequences(feature)), default=0) > max_length]
+        features = list(full)
+        cut = tokenize([examples[i] for i in over], tokenizer, max_length, uses_token_type_ids, pair_encoding) if over else []
+        for position, feature in zip(over, cut):
+            features[position] = feature
+        return features, truncation_stats(examples, features, full, max_length)
+
     def save(content):
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
@@ -183,8 +195,7 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
     records = load_raw_records(spec, split, root)
     examples = FORMATTERS.get(spec.formatter).format(spec, records, labelled)
     examples = subset(examples, limit, seed)
-    features = tokenize(examples, tokenizer, max_length, uses_token_type_ids, pair_encoding)
-    truncation = stats_of(examples, features)
+    features, truncation = tokenize_counting(examples)
     if cache_file is not None:
         save({"examples": examples, "features": features, "truncation": truncation})
     return SplitData(split, examples, features, labelled, truncation)

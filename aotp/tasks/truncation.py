@@ -25,7 +25,8 @@ class TruncationError(Refusal, ValueError):
     """Multiple-choice examples whose choices became identical token sequences after truncation."""
 
 
-def _sequences(feature: dict[str, Any]) -> list[list[int]]:
+def sequences(feature: dict[str, Any]) -> list[list[int]]:
+    """The token sequences of a feature: one, or one per choice (multiple choice, siamese pairs)."""
     ids = feature["input_ids"]
     return ids if ids and isinstance(ids[0], list) else [ids]
 
@@ -36,7 +37,7 @@ def truncation_stats(examples: list[dict[str, Any]], features: list[dict[str, An
     truncated = identical = 0
     longest = 0
     for example, feature, full in zip(examples, features, full_features):
-        cut, whole = _sequences(feature), _sequences(full)
+        cut, whole = sequences(feature), sequences(full)
         lengths = [len(s) for s in whole]
         longest = max([longest, *lengths])
         if max(lengths, default=0) > max_length:

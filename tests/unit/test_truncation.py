@@ -71,3 +71,20 @@ def test_run_with_identical_choices_exits_2_and_is_not_a_success(tmp_path):
     assert "Truncated at max_length 12: train 10/10 (100.0%), " in result.stdout  # counted, then refused
     records = [json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")]
     assert [r["status"] for r in records] == ["failed"]
+
+
+@pytest.mark.parametrize("task,pair_encoding", [("glue/rte", "cross"), ("glue/rte", "siamese_cosine"),
+                                                ("superglue/copa", "cross"), ("glue/sst2", "cross")])
+@pytest.mark.parametrize("max_length", [8, 24, 512])
+def test_features_equal_one_tokenisation_at_max_length(task, pair_encoding, max_length):
+    """The loader tokenises untruncated once and again only the examples over max_length: its features are
+    exactly those of tokenising every example at max_length."""
+    from aotp.tasks.data import tokenize
+
+    cfg = OmegaConf.create({"root": str(FIXTURE_DATA), "max_length": max_length, "pair_encoding": pair_encoding,
+                            "allow_identical_choices": True, "truncation_warning": 1.0})
+    tokenizer = build_tiny_tokenizer()
+    data = load_task_data(load_spec(task), tokenizer, cfg, uses_token_type_ids=True, seed=0, cache_dir=None)
+    for split in data.splits.values():
+        assert split.features == tokenize(split.examples, tokenizer, max_length, True, pair_encoding)
+    assert any(s.truncation["truncated"] for s in data.splits.values()) == (max_length < 512)
