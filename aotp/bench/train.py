@@ -23,9 +23,9 @@ checkpoint writing stubbed out), which leaves out the time other processes held 
 machine the wall-clock figures carry the load, the CPU-time ones much less of it.
 
 Host time. Collation is timed inside both loops (the collate function is wrapped; both collate in the
-training process at their defaults on CPU); ``Tensor.item`` / ``Tensor.__bool__`` calls are counted
-during training: each is a host-device synchronisation when its tensor lives on a GPU. Compute =
-step time - collation.
+training process at their defaults on CPU); ``Tensor.item`` / ``.tolist`` / ``.__bool__`` calls are
+counted during training by call site (reads of host-only tensors, such as the samplers' permutations, left
+out): each is a host-device synchronisation when its tensor lives on a GPU. Compute = step time - collation.
 
 Methods. Every method of ``--methods`` trains ``--method-steps`` steps with aotp's defaults in every
 round, and its step time is divided by full fine-tuning's in the same round.
@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -99,25 +100,36 @@ class TimedCollator:
         return 1.0 - self.real / self.padded if self.padded else 0.0
 
 
+# Reads of tensors that live on the host whatever the device (the sampler's permutation, the DataLoader's
+# base seed, aotp's epoch batches): never a device synchronisation, so not counted.
+HOST_ONLY_READERS = ("torch/utils/data/", "epoch_batches", "length_grouped_batches")
+
+
 @contextlib.contextmanager
 def count_host_reads():
-    """Counts ``Tensor.item`` and ``Tensor.__bool__`` calls (host reads of a tensor's value)."""
-    counts = {"item": 0, "bool": 0}
-    item, boolean = torch.Tensor.item, torch.Tensor.__bool__
+    """Counts ``Tensor.item``, ``.tolist`` and ``.__bool__`` calls (host reads of a tensor's value) by call
+    site (``file:function``); each is a host-device synchronisation when its tensor is on a GPU."""
+    sites: dict[str, int] = {}
+    originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "__bool__")}
 
-    def counted_item(self):
-        counts["item"] += 1
-        return item(self)
+    def counting(name):
+        original = originals[name]
 
-    def counted_bool(self):
-        counts["bool"] += 1
-        return boolean(self)
+        def read(self):
+            code = sys._getframe(1).f_code
+            site = f"{code.co_filename.rsplit('site-packages/', 1)[-1]}:{code.co_name}"
+            if not any(marker in site for marker in HOST_ONLY_READERS):
+                sites[f"{name} {site}"] = sites.get(f"{name} {site}", 0) + 1
+            return original(self)
+        return read
 
-    torch.Tensor.item, torch.Tensor.__bool__ = counted_item, counted_bool
+    for name in originals:
+        setattr(torch.Tensor, name, counting(name))
     try:
-        yield counts
+        yield sites
     finally:
-        torch.Tensor.item, torch.Tensor.__bool__ = item, boolean
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
 
 
 def synchronize(device: torch.device) -> None:
@@ -209,7 +221,7 @@ def run_aotp(cfg: TrainBenchConfig, data, method: str, work: Path, max_steps: Op
               "examples_per_cpu_second": state["train_examples"] / cpu, "cpu_step_ms": 1000 * cpu / steps,
               "collate_ms_per_step": 1000 * timed.seconds / steps, "padded_token_share": timed.share(),
               "padded_token_share_epoch": padded_token_share(batches, fit.lengths),
-              "host_reads_per_step": (reads["item"] + reads["bool"]) / steps, "host_reads": dict(reads),
+              "host_reads_per_step": sum(reads.values()) / steps, "host_reads": dict(reads),
               "num_workers": fit.num_workers, "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                            if p.requires_grad)}
     del fit, model
@@ -272,7 +284,7 @@ def run_hf(cfg: TrainBenchConfig, data, tokenizer, work: Path) -> dict[str, Any]
               "examples": len(examples), "train_seconds": seconds, "examples_per_second": len(examples) / seconds,
               "step_ms": 1000 * seconds / steps, "cpu_seconds": cpu, "examples_per_cpu_second": len(examples) / cpu,
               "cpu_step_ms": 1000 * cpu / steps, "collate_ms_per_step": 1000 * collator.seconds / steps,
-              "padded_token_share": collator.share(), "host_reads_per_step": (reads["item"] + reads["bool"]) / steps,
+              "padded_token_share": collator.share(), "host_reads_per_step": sum(reads.values()) / steps,
               "host_reads": dict(reads), "optimizer": str(args.optim), "num_workers": args.dataloader_num_workers,
               "threads_during_run": torch.get_num_threads()}
     del trainer, model

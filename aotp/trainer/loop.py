@@ -11,9 +11,10 @@
   backpropagated, the gradients are unscaled before clipping, and a step whose gradients hold an
   inf/nan is skipped (weights and learning-rate schedule unchanged; counted in ``skipped_steps``) while
   the scale backs off. Dev evaluations during training run under the same autocast.
-* The loop does not wait on the host (issue 17). The loss stays a device tensor and is read
-  (``.item()``, a host-device sync on a GPU) only at log steps; the logged value is the same number as
-  before (the step's last micro-batch loss), so a CPU run logs exactly what it logged. Batches are
+* The loop does not wait on the host (issue 17). The loss stays a device tensor: the losses of log steps
+  are read back together (one host-device sync on a GPU) every ``LOSS_READ_EVERY`` logged steps and
+  before each evaluation or checkpoint; each logged value is the same number as before (the step's last
+  micro-batch loss), so a CPU run logs exactly what it logged. Batches are
   collated ahead by a ``torch.utils.data.DataLoader`` over the epoch's batch list (``trainer.num_workers``
   processes; null = 0 on CPU, where a worker only competes with the training threads for the cores,
   and 2 on CUDA), into pinned memory on CUDA (``trainer.pin_memory``), copied with ``non_blocking``.
@@ -55,6 +56,11 @@ from aotp.trainer.optim import build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# Logged train losses are kept on the device and read back together, at the latest every this many logged
+# steps (and before every evaluation and checkpoint): with log_every=1, one device sync per 50 steps.
+LOSS_READ_EVERY = 50
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -296,6 +302,19 @@ class Trainer:
                             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "scaler": scaler.state_dict(), "loop": dict(state)})
 
+        pending: list[tuple[int, torch.Tensor, float, int]] = []  # logged steps whose loss is not read yet
+
+        def flush_losses() -> Optional[float]:
+            """Log the pending steps' losses: one device read for all of them (``.tolist()`` of the
+            stacked float32 losses gives the floats ``.item()`` gives, one by one). Returns the last."""
+            if not pending:
+                return None
+            values = torch.stack([loss for _, loss, _, _ in pending]).tolist()
+            for (step, _, lr, epoch), value in zip(pending, values):
+                self.loggers.log("train", step, {"loss": value * self.accumulation, "lr": lr, "epoch": epoch})
+            pending.clear()
+            return values[-1] * self.accumulation
+
         # torch.compile: the training forward only (evaluation and the inference check run the model as built)
         forward = torch.compile(model) if cfg.get("compile", False) else model
         progress = tqdm(total=self.total_steps, initial=state["step"], desc=f"train {self.spec.full_name}",
@@ -328,23 +347,24 @@ class Trainer:
                 finished = state["step"] >= self.total_steps
                 logs = state["step"] % self.log_every == 0
                 evaluates = state["step"] % self.eval_every == 0 or finished
-                # the loss stays on the device; it is read (a sync on a GPU) only when it is logged
-                loss_value = loss.item() * self.accumulation if logs else None
+                if logs:  # the loss stays on the device until it is read with the others pending
+                    pending.append((state["step"], loss.detach(), scheduler.get_last_lr()[0], state["epoch"]))
+                checkpoints = evaluates or (self.checkpoint_every and state["step"] % self.checkpoint_every == 0)
+                # read before an evaluation or checkpoint (so metrics.jsonl has every step up to it) and every
+                # LOSS_READ_EVERY logged steps; the wait for the device belongs to training time
+                last_loss = flush_losses() if checkpoints or len(pending) >= LOSS_READ_EVERY else None
                 if evaluates:
                     synchronize(device)  # the queued steps belong to training time, not evaluation time
                 elapsed = time.perf_counter() - tick
                 state["train_seconds"] += elapsed
                 state["train_examples"] += examples_since
-                if loss_value is not None:
-                    progress.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}",
+                if last_loss is not None:
+                    progress.set_postfix(loss=f"{last_loss:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}",
                                          refresh=False)
-                    self.loggers.log("train", state["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                                                               "epoch": state["epoch"]})
                 progress.update(1)
                 if evaluates:
                     best_state = self._evaluate_and_select(state, best_state)
-                    checkpoint()
-                elif self.checkpoint_every and state["step"] % self.checkpoint_every == 0:
+                if checkpoints:
                     checkpoint()
                 tick = time.perf_counter()
                 examples_since = 0
