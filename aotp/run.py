@@ -84,8 +84,6 @@ def validate(cfg: DictConfig):
     if not trainer.get("max_steps") and int(trainer.epochs) <= 0:
         raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={trainer.epochs}, "
                           f"max_steps={trainer.get('max_steps')})")
-    if trainer.get("num_workers") is not None and int(trainer.num_workers) < 0:
-        raise ConfigError(f"trainer.num_workers must be >= 0 or null (0 on CPU, 2 on CUDA), got {trainer.num_workers}")
     if trainer.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r} is not one of {', '.join(PRECISIONS)}")
     BACKBONES.get(cfg.model.source)
