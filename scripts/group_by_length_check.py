@@ -37,6 +37,28 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="aotp-gbl-"))
     runs = []
+
+    def write() -> dict:
+        summary = {}
+        for method in sorted({r['method'] for r in runs}):
+            for grouped in (True, False):
+                mains = [r["dev"]["main"] for r in runs if r["method"] == method and r["group_by_length"] == grouped]
+                seconds = [r["train_seconds"] for r in runs if r["method"] == method and r["group_by_length"] == grouped]
+                if not mains:
+                    continue
+                summary[f"{method}/group_by_length={str(grouped).lower()}"] = {
+                    "dev_main": mains, "mean": statistics.mean(mains), "std": statistics.stdev(mains) if len(mains) > 1 else 0.0,
+                    "train_seconds_mean": statistics.mean(seconds)}
+            paired = [next(r["dev"]["main"] for r in runs if r["method"] == method and r["seed"] == s and r["group_by_length"])
+                      - next(r["dev"]["main"] for r in runs if r["method"] == method and r["seed"] == s and not r["group_by_length"])
+                      for s in sorted({r['seed'] for r in runs if r['method'] == method}) if sum(
+                      r['method'] == method and r['seed'] == s for r in runs) == 2]
+            summary[f"{method}/paired_difference"] = {"per_seed": paired, "mean": statistics.mean(paired) if paired else None}
+        write_json_atomic(Path(args.out), {"kind": "group_by_length_check", "args": vars(args), "runs": runs,
+                                           "summary": summary, "env": environment(),
+                                           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return summary
+
     for method in args.methods:
         for seed in args.seeds:
             for grouped in ((True, False) if seed % 2 else (False, True)):  # alternate which goes first
@@ -53,21 +75,8 @@ def main() -> int:
                              "train_examples": timings["train_examples"]})
                 print(f"{method} seed={seed} group_by_length={grouped}: main={record['metrics']['main']:.4f} "
                       f"train {timings['train_seconds']:.1f} s", flush=True)
-    summary = {}
-    for method in args.methods:
-        for grouped in (True, False):
-            mains = [r["dev"]["main"] for r in runs if r["method"] == method and r["group_by_length"] == grouped]
-            seconds = [r["train_seconds"] for r in runs if r["method"] == method and r["group_by_length"] == grouped]
-            summary[f"{method}/group_by_length={str(grouped).lower()}"] = {
-                "dev_main": mains, "mean": statistics.mean(mains), "std": statistics.stdev(mains) if len(mains) > 1 else 0.0,
-                "train_seconds_mean": statistics.mean(seconds)}
-        paired = [next(r["dev"]["main"] for r in runs if r["method"] == method and r["seed"] == s and r["group_by_length"])
-                  - next(r["dev"]["main"] for r in runs if r["method"] == method and r["seed"] == s and not r["group_by_length"])
-                  for s in args.seeds]
-        summary[f"{method}/paired_difference"] = {"per_seed": paired, "mean": statistics.mean(paired)}
-    write_json_atomic(Path(args.out), {"kind": "group_by_length_check", "args": vars(args), "runs": runs,
-                                       "summary": summary, "env": environment(),
-                                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                write()  # after every run: an interrupted check keeps what it measured
+    summary = write()
     for key, value in summary.items():
         print(key, value)
     return 0
