@@ -27,7 +27,9 @@
 * AdamW is the fused kernel where the device has one (``trainer.fused_optimizer``; cpu and cuda in
   torch >= 2.4): the same update up to float rounding, one kernel for all parameters.
 * ``trainer.compile``: ``torch.compile`` of the model for the training forward (off by default; the
-  first steps and every new sequence length pay compilation).
+  first steps and every new sequence length pay compilation: 198 s for 5 steps of a tiny model on one
+  CPU thread). Compiled dropout draws its masks from inductor's own generator, so with dropout > 0 a
+  compiled run is statistically, not bitwise, the eager one (and its resumes are not bitwise either).
 """
 
 from __future__ import annotations
