@@ -105,7 +105,7 @@ def synchronize(device: torch.device) -> None:
 
 def default_num_workers(device: torch.device) -> int:
     """``trainer.num_workers: null``: 0 on CPU (a collating process only takes cores from the training
-    threads; collation is ~1% of a CPU step: results/bench/README_train.md), 2 on an accelerator."""
+    threads; collation is ~0.2% of a CPU step: results/bench/README_train.md), 2 on an accelerator."""
     return 0 if device.type == "cpu" else 2
 
 
