@@ -38,6 +38,12 @@ demo: $(STAMP)  ## offline showcase: MiniLM on the shipped SST-2 sample
 bench: $(STAMP)  ## inference benchmark, the committed run (minilm, CPU, 1 thread, ~15 min; first waits up to 40 min for a 1-min load average < 2.5): make bench [BENCH_ARGS="threads=2 ..."]
 	$(PY) -m aotp.bench wait_quiet=2.5 max_wait=2400 $(BENCH_ARGS)
 
+.PHONY: bench-train
+DATA_ROOT ?= ../shared/data
+bench-train: $(STAMP)  ## training benchmark, the committed run: aotp's loop vs the HF Trainer + every method vs full FT (minilm, CPU, 1 thread, ~15 min; installs the bench extra, accelerate): make bench-train [BENCH_ARGS="--rounds 5 ..."]
+	$(PY) -c "import accelerate" 2>/dev/null || $(PY) -m pip install --quiet -e '.[test,offline,launchers,bench]'
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_train.py --data-root $(DATA_ROOT) --readme results/bench/README_train.md $(BENCH_ARGS)
+
 clean:  ## remove caches and demo outputs (keeps .venv and results/runs)
 	rm -rf .cache outputs multirun results/demo
 

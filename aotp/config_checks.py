@@ -39,6 +39,7 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "trainer.checkpoint_every": (0, False, "0 = only after evaluations"),
     "trainer.log_every": (1, True, "null = every step up to 1,000 steps, else about 1,000 points"),
     "trainer.threads": (1, True, "null = torch's default"),
+    "trainer.num_workers": (0, True, "null = 0 on CPU, 2 on CUDA"),
 }
 # option -> (lower bound, lower bound included, upper bound, null allowed, description)
 NUMBERS: dict[str, tuple[float, bool, Optional[float], bool, str]] = {

@@ -37,7 +37,9 @@ NON_SEMANTIC = {
     "hydra": None,
     "lock": None,
     # how a run is executed, not what it computes (thread count and device only reorder float sums)
-    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size", "keep_weights"},
+    # (num_workers/pin_memory: where batches are collated; fused_optimizer/compile: which kernels run the same math)
+    "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size", "keep_weights",
+                "num_workers", "pin_memory", "fused_optimizer", "compile"},
     "data": {"root", "cache", "truncation_warning", "allow_identical_choices"},
 }
 # Method options that say which outputs a run keeps, not what it computes (an AoT run's table file).
@@ -47,7 +49,7 @@ NON_SEMANTIC_METHOD_OPTIONS = {"save_table"}
 ADDED_LATER = {
     "data": {"pair_encoding": "cross"},
     "method": {"head_lr": None, "init_from": None},
-    "trainer": {"adam_betas": [0.9, 0.999], "adam_eps": 1e-8},
+    "trainer": {"adam_betas": [0.9, 0.999], "adam_eps": 1e-8, "group_by_length": False},
 }
 
 

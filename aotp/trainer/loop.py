@@ -13,6 +13,25 @@
   backpropagated, the gradients are unscaled before clipping, and a step whose gradients hold an
   inf/nan is skipped (weights and learning-rate schedule unchanged; counted in ``skipped_steps``) while
   the scale backs off. Dev evaluations during training run under the same autocast.
+* The loop does not wait on the host (issue 17). The loss stays a device tensor: the losses of log steps
+  are read back together (one host-device sync on a GPU) every ``LOSS_READ_EVERY`` logged steps and
+  before each evaluation or checkpoint; each logged value is the same number as before (the step's last
+  micro-batch loss), so a CPU run logs exactly what it logged. Batches are
+  collated ahead by a ``torch.utils.data.DataLoader`` over the epoch's batch list (``trainer.num_workers``
+  processes; null = 0 on CPU, where a worker only competes with the training threads for the cores,
+  and 2 on CUDA), into pinned memory on CUDA (``trainer.pin_memory``), copied with ``non_blocking``.
+  The batch list is still a function of (seed, epoch) alone, so resumes stay exact.
+* ``trainer.group_by_length`` (the Hugging Face Trainer's megabatch idea): the epoch's seeded permutation
+  is cut into megabatches of 50 x batch size, each sorted by length (longest first), cut into batches,
+  and the batches of the epoch are shuffled (seeded): batches hold similar lengths, so little padding
+  is computed, while their order stays random. It changes which examples share a batch, hence results
+  (within seed noise: results/bench/README_train.md); legacy runs had it off.
+* AdamW is the fused kernel where the device has one (``trainer.fused_optimizer``; cpu and cuda in
+  torch >= 2.4): the same update up to float rounding, one kernel for all parameters.
+* ``trainer.compile``: ``torch.compile`` of the model for the training forward (off by default; the
+  first steps and every new sequence length pay compilation: 198 s for 5 steps of a tiny model on one
+  CPU thread). Compiled dropout draws its masks from inductor's own generator, so with dropout > 0 a
+  compiled run is statistically, not bitwise, the eager one (and its resumes are not bitwise either).
 """
 
 from __future__ import annotations
@@ -42,6 +61,11 @@ from aotp.trainer.optim import build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# Logged train losses are kept on the device and read back together, at the latest every this many logged
+# steps (and before every evaluation and checkpoint): with log_every=1, one device sync per 50 steps.
+LOSS_READ_EVERY = 50
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -75,6 +99,67 @@ def log_interval(log_every: Optional[int], total_steps: int) -> int:
 def autocast_context(device: torch.device, precision: str):
     dtype = PRECISIONS[precision]
     return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings at evaluations/checkpoints); nothing to wait for on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def default_num_workers(device: torch.device) -> int:
+    """``trainer.num_workers: null``: 0 on CPU (a collating process only takes cores from the training
+    threads; collation is ~0.2% of a CPU step: results/bench/README_train.md), 2 on an accelerator."""
+    return 0 if device.type == "cpu" else 2
+
+
+def sequence_length(feature: dict[str, Any]) -> int:
+    """Tokens of an example as the collator pads it (multiple choice: its longest choice)."""
+    ids = feature["input_ids"]
+    return max(len(choice) for choice in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def length_grouped_batches(order: list[int], lengths: list[int], batch_size: int, generator: torch.Generator,
+                           megabatch_factor: int = 50) -> list[list[int]]:
+    """Batches of similar lengths in random order (``trainer.group_by_length``).
+
+    ``order`` (a seeded permutation) is cut into megabatches of ``megabatch_factor x batch_size``
+    examples; each is sorted by length, longest first (a stable sort: ties keep the permutation's
+    order), and cut into batches; then the batches are shuffled with ``generator``. Every example is
+    in exactly one batch, and there are ceil(N / batch_size) batches as without grouping (only the last
+    megabatch's last batch may be smaller)."""
+    mega = megabatch_factor * batch_size
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start:start + mega], key=lambda i: -lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def padded_token_share(batches: list[list[int]], lengths: list[int]) -> float:
+    """Share of the collated token positions that are padding (the compute spent on nothing)."""
+    real = sum(lengths[i] for batch in batches for i in batch)
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    return 1.0 - real / padded if padded else 0.0
+
+
+def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm: Optional[float]) -> bool:
+    """One optimizer step after the micro-batches' backward passes: unscale (fp16) and clip the
+    gradients, step, update the loss scale, advance the schedule, zero the gradients. Returns False
+    when fp16's scaler skipped the step (inf/nan gradients): weights and schedule unchanged. Shared by
+    :meth:`Trainer.fit` and the packed loop (:func:`aotp.trainer.packed.fit_pack`). Without fp16 the
+    scaler is a no-op and this reads nothing back from the device."""
+    if max_grad_norm:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, float(max_grad_norm))
+    scale_before = scaler.get_scale()  # 1.0 without a device read when the scaler is off
+    scaler.step(optimizer)  # skipped when the (unscaled) gradients hold an inf/nan
+    scaler.update()
+    stepped = not scaler.get_scale() < scale_before  # the scaler backs off only after a skipped step
+    if stepped:  # the schedule waits for a step that updated the weights
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stepped
 
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -154,6 +239,12 @@ class Trainer:
         self.checkpoint_dir = self.run_dir / "checkpoint"
         self.higher_is_better = main_metric_higher_is_better(self.spec.main_metric)
         self._best_scores: Optional[dict[str, np.ndarray]] = None  # set by an evaluation in this process (fp32)
+        self.group_by_length = bool(cfg.get("group_by_length", False))
+        self.lengths = [sequence_length(f) for f in self.train_split.features]
+        workers = cfg.get("num_workers")
+        self.num_workers = default_num_workers(device) if workers is None else int(workers)
+        pin = cfg.get("pin_memory")
+        self.pin_memory = device.type == "cuda" if pin is None else bool(pin) and device.type == "cuda"
 
     def epoch_order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -163,13 +254,40 @@ class Trainer:
         """The :class:`Fitted` of a finished loop ``state`` (``fit``'s, or a packed run's)."""
         return Fitted(state, self.total_steps, self._best_scores)
 
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches of example indices: a function of (seed, epoch) only, so a resumed run
+        sees the batches an uninterrupted one sees. Without length grouping: consecutive slices of the
+        seeded permutation (as every run so far); with it: :func:`length_grouped_batches`."""
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_split), generator=generator).tolist()  # = epoch_order(epoch)
+        if self.group_by_length:  # the batch shuffle continues the permutation's generator
+            return length_grouped_batches(order, self.lengths, self.batch_size, generator)
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def batch_loader(self, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        """Collated batches in the given order, prepared ahead by ``num_workers`` processes (0: in this
+        process, when asked for). Its own generator: creating an iterator draws a base seed, which must not
+        come from the global generator (that one drives dropout, and a resumed run restores it)."""
+        extra = {"prefetch_factor": 4, "persistent_workers": False} if self.num_workers else {}
+        return torch.utils.data.DataLoader(self.train_split.features, batch_sampler=batches, collate_fn=self.collator,
+                                           num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                           generator=torch.Generator().manual_seed(0), **extra)
+
+    def build_optimization(self, method_lr: float, weight_decay: float, head_lr: Optional[float] = None):
+        """(optimizer, scheduler, scaler) of a run from the trainer options: AdamW (fused where the device
+        has it unless ``trainer.fused_optimizer=false``), linear warmup/decay, fp16's loss scaler."""
+        cfg = self.cfg
+        optimizer = build_optimizer(self.model, method_lr, weight_decay, betas=tuple(cfg.get("adam_betas", (0.9, 0.999))),
+                                    eps=float(cfg.get("adam_eps", 1e-8)), head_lr=head_lr,
+                                    fused=cfg.get("fused_optimizer", True))
+        scheduler = build_scheduler(optimizer, self.total_steps, float(cfg.warmup_ratio), cfg.get("warmup_steps"))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        return optimizer, scheduler, scaler
+
     def fit(self, method_lr: float, weight_decay: float, head_lr: Optional[float] = None) -> Fitted:
         cfg, model, device = self.cfg, self.model, self.device
         model.to(device)
-        optimizer = build_optimizer(model, method_lr, weight_decay, betas=tuple(cfg.get("adam_betas", (0.9, 0.999))),
-                                    eps=float(cfg.get("adam_eps", 1e-8)), head_lr=head_lr)
-        scheduler = build_scheduler(optimizer, self.total_steps, float(cfg.warmup_ratio), cfg.get("warmup_steps"))
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        optimizer, scheduler, scaler = self.build_optimization(method_lr, weight_decay, head_lr)
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None, "best_metrics": None,
                  "bad_evals": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "train_examples": 0,
                  "stopped_early": False, "skipped_steps": 0}
@@ -192,21 +310,37 @@ class Trainer:
                             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "scaler": scaler.state_dict(), "loop": dict(state)})
 
+        pending: list[tuple[int, torch.Tensor, float, int]] = []  # logged steps whose loss is not read yet
+
+        def flush_losses() -> Optional[float]:
+            """Log the pending steps' losses: one device read for all of them (``.tolist()`` of the
+            stacked float32 losses gives the floats ``.item()`` gives, one by one). Returns the last."""
+            if not pending:
+                return None
+            values = torch.stack([loss for _, loss, _, _ in pending]).tolist()
+            for (step, _, lr, epoch), value in zip(pending, values):
+                self.loggers.log("train", step, {"loss": value * self.accumulation, "lr": lr, "epoch": epoch})
+            pending.clear()
+            return values[-1] * self.accumulation
+
+        # torch.compile: the training forward only (evaluation and the inference check run the model as built)
+        forward = torch.compile(model) if cfg.get("compile", False) else model
         progress = tqdm(total=self.total_steps, initial=state["step"], desc=f"train {self.spec.full_name}",
                         disable=not cfg.get("progress", True), dynamic_ncols=True)
         trainable = [p for p in model.parameters() if p.requires_grad]
         done = state["step"] >= self.total_steps or state["stopped_early"]
         while not done:
-            order = self.epoch_order(state["epoch"])
-            batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            batches = self.epoch_batches(state["epoch"])
+            first = state["batch_in_epoch"]
             micro = 0
             tick = time.perf_counter()
             examples_since = 0
-            for batch_index in range(state["batch_in_epoch"], len(batches)):
+            loader = iter(self.batch_loader(batches[first:]))
+            for batch_index in range(first, len(batches)):
                 model.train()
-                batch = move(self.collator([self.train_split.features[i] for i in batches[batch_index]]), device)
+                batch = move(next(loader), device)
                 with autocast_context(device, cfg.precision):
-                    logits = model(**model_inputs(batch))
+                    logits = forward(**model_inputs(batch))
                 loss = model.loss(logits, batch["labels"]) / self.accumulation
                 scaler.scale(loss).backward()
                 micro += 1
@@ -214,33 +348,31 @@ class Trainer:
                 last_in_epoch = batch_index == len(batches) - 1
                 if micro % self.accumulation and not last_in_epoch:
                     continue
-                if cfg.get("max_grad_norm"):
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, float(cfg.max_grad_norm))
-                scale_before = scaler.get_scale()
-                scaler.step(optimizer)  # skipped when the (unscaled) gradients hold an inf/nan
-                scaler.update()
-                if scaler.get_scale() < scale_before:  # the scaler backs off only after a skipped step
-                    state["skipped_steps"] += 1  # the schedule waits for a step that updated the weights
-                else:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                if not optimizer_step(optimizer, scheduler, scaler, trainable, cfg.get("max_grad_norm")):
+                    state["skipped_steps"] += 1
                 state["step"] += 1
                 state["batch_in_epoch"] = batch_index + 1
+                finished = state["step"] >= self.total_steps
+                logs = state["step"] % self.log_every == 0
+                evaluates = state["step"] % self.eval_every == 0 or finished
+                if logs:  # the loss stays on the device until it is read with the others pending
+                    pending.append((state["step"], loss.detach(), scheduler.get_last_lr()[0], state["epoch"]))
+                checkpoints = evaluates or (self.checkpoint_every and state["step"] % self.checkpoint_every == 0)
+                # read before an evaluation or checkpoint (so metrics.jsonl has every step up to it) and every
+                # LOSS_READ_EVERY logged steps; the wait for the device belongs to training time
+                last_loss = flush_losses() if checkpoints or len(pending) >= LOSS_READ_EVERY else None
+                if evaluates:
+                    synchronize(device)  # the queued steps belong to training time, not evaluation time
                 elapsed = time.perf_counter() - tick
                 state["train_seconds"] += elapsed
                 state["train_examples"] += examples_since
-                loss_value = loss.item() * self.accumulation
-                progress.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}")
+                if last_loss is not None:
+                    progress.set_postfix(loss=f"{last_loss:.4f}", ex_s=f"{examples_since / max(elapsed, 1e-9):.1f}",
+                                         refresh=False)
                 progress.update(1)
-                if state["step"] % self.log_every == 0:
-                    self.loggers.log("train", state["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                                                               "epoch": state["epoch"]})
-                finished = state["step"] >= self.total_steps
-                if state["step"] % self.eval_every == 0 or finished:
+                if evaluates:
                     best_state = self._evaluate_and_select(state, best_state)
-                    checkpoint()
-                elif self.checkpoint_every and state["step"] % self.checkpoint_every == 0:
+                if checkpoints:
                     checkpoint()
                 tick = time.perf_counter()
                 examples_since = 0
@@ -250,6 +382,7 @@ class Trainer:
             else:
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
+            del loader  # ends its worker processes (if any) before an epoch's new ones start
         progress.close()
         if best_state is not None:
             self.method.load_trainable_state_dict(model, {k: v.to(device) for k, v in best_state.items()})

@@ -26,11 +26,29 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, head_lr: float
     return result
 
 
+# Devices with a fused AdamW kernel in torch (CPU since torch 2.4): the one-kernel update is several times
+# faster than the multi-tensor one for large parameter sets (full fine-tuning of MiniLM on one CPU thread:
+# 22 ms against 130 ms per step) and equal to it up to float rounding.
+FUSED_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def fused_available(parameters) -> bool:
+    """Every parameter is a floating-point tensor on one device type that has the fused AdamW kernel."""
+    types = {p.device.type for p in parameters}
+    return (len(types) == 1 and types <= set(FUSED_DEVICE_TYPES) and all(p.is_floating_point() for p in parameters)
+            and "fused" in torch.optim.AdamW.__init__.__code__.co_varnames)
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                    head_lr: float | None = None):
+                    head_lr: float | None = None, fused: bool = True):
     """AdamW; ``head_lr`` (``method.head_lr``) trains the randomly initialised task head faster than the
-    pretrained weights (null: every parameter at ``lr``)."""
-    return torch.optim.AdamW(parameter_groups(model, weight_decay, head_lr), lr=lr, betas=tuple(betas), eps=eps)
+    pretrained weights (null: every parameter at ``lr``). ``fused`` (``trainer.fused_optimizer``): the
+    fused kernel where the parameters' device has one (else, and with False, torch's multi-tensor
+    ``foreach`` update, as every run before issue 17)."""
+    groups = parameter_groups(model, weight_decay, head_lr)
+    parameters = [p for group in groups for p in group["params"]]
+    kernel = {"fused": True} if fused and parameters and fused_available(parameters) else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kernel)
 
 
 def build_scheduler(optimizer, total_steps: int, warmup_ratio: float, warmup_steps: int | None = None):

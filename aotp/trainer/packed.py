@@ -153,9 +153,7 @@ class PackedRun:
     lock: Any = None  # the run's RunLock while this process trains it
 
     def start_epoch(self) -> None:
-        order = self.trainer.epoch_order(self.state["epoch"])
-        size = self.trainer.batch_size
-        self.batches = [order[i:i + size] for i in range(0, len(order), size)]
+        self.batches = self.trainer.epoch_batches(self.state["epoch"])  # the run's batches alone (length grouping too)
         self.micro = 0
 
     def checkpoint(self) -> None:
@@ -353,19 +351,16 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
     from tqdm.auto import tqdm
 
     from aotp.trainer.checkpoint import load_checkpoint, set_rng_state
-    from aotp.trainer.loop import autocast_context, model_inputs, move
-    from aotp.trainer.optim import build_optimizer, build_scheduler
+    from aotp.trainer.loop import autocast_context, model_inputs, move, optimizer_step
 
     device = runs[0].trainer.device
     for run in runs:
         cfg, trainer = run.cfg, run.trainer
         run.model.to(device)
         head_lr = cfg.method.get("head_lr")
-        run.optimizer = build_optimizer(run.model, float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
-                                        head_lr=None if head_lr is None else float(head_lr))
-        run.scheduler = build_scheduler(run.optimizer, trainer.total_steps, float(cfg.trainer.warmup_ratio),
-                                        cfg.trainer.get("warmup_steps"))
-        run.scaler = torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16")
+        # as Trainer.fit builds them (adam_betas/eps, fused kernel, schedule, fp16 scaler)
+        run.optimizer, run.scheduler, run.scaler = trainer.build_optimization(
+            float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)), None if head_lr is None else float(head_lr))
         run.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_main": None, "best_step": None,
                      "best_metrics": None, "bad_evals": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0,
                      "train_examples": 0, "stopped_early": False, "skipped_steps": 0}
@@ -432,15 +427,10 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
             if run.micro % run.trainer.accumulation and not last_in_epoch:
                 continue
             step_tick = time.perf_counter()
-            if run.cfg.trainer.get("max_grad_norm"):
-                run.scaler.unscale_(run.optimizer)
-                trainable = [p for p in run.model.parameters() if p.requires_grad]
-                torch.nn.utils.clip_grad_norm_(trainable, float(run.cfg.trainer.max_grad_norm))
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            run.scheduler.step()
-            run.optimizer.zero_grad(set_to_none=True)
+            trainable = [p for p in run.model.parameters() if p.requires_grad]
             state = run.state
+            if not optimizer_step(run.optimizer, run.scheduler, run.scaler, trainable, run.cfg.trainer.get("max_grad_norm")):
+                state["skipped_steps"] += 1  # as Trainer.fit: fp16's scaler skipped it, the schedule waits
             state["step"] += 1
             state["batch_in_epoch"] = batch_index + 1
             state["train_seconds"] += run.seconds_since + time.perf_counter() - step_tick
