@@ -55,7 +55,7 @@ def main() -> int:
                       r['method'] == method and r['seed'] == s for r in runs) == 2]
             summary[f"{method}/paired_difference"] = {"per_seed": paired, "mean": statistics.mean(paired) if paired else None}
         write_json_atomic(Path(args.out), {"kind": "group_by_length_check", "args": vars(args), "runs": runs,
-                                           "summary": summary, "env": environment(),
+                                           "summary": summary, "env": environment().to_dict(),
                                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return summary
 

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -161,18 +160,12 @@ def compose_run(cfg: TrainBenchConfig, method: str, **trainer: Any):
 
 
 def build_model(run_cfg):
-    """aotp's model for a run config, initialised as ``aotp.run`` does (seed, backbone, head, method)."""
-    from transformers import set_seed
+    """aotp's model for a run config, assembled as ``aotp.run`` assembles it (:func:`aotp.assembly.build_run`:
+    seed, backbone, head, method)."""
+    from aotp.assembly import build_run
 
-    from aotp.run import validate
-    from aotp.models import TaskModel, build_backbone
-
-    spec, method = validate(run_cfg)
-    set_seed(int(run_cfg.seed))
-    backbone = build_backbone(run_cfg.model)
-    model = TaskModel(backbone, spec.head, spec.num_labels, seed=int(run_cfg.seed))
-    method.apply(model)
-    return model, method, spec
+    parts = build_run(run_cfg, data=False)
+    return parts.model, parts.method, parts.spec
 
 
 def load_data(run_cfg, cache_dir: Path):
@@ -207,7 +200,7 @@ def run_aotp(cfg: TrainBenchConfig, data, method: str, work: Path, max_steps: Op
     try:
         with count_host_reads() as reads:
             cpu = time.process_time()
-            state = fit.fit(float(run_cfg.method.lr), float(run_cfg.method.get("weight_decay", 0.0)))
+            state = fit.fit(float(run_cfg.method.lr), float(run_cfg.method.get("weight_decay", 0.0))).state
             synchronize(device)
             cpu = time.process_time() - cpu
     finally:
@@ -348,8 +341,8 @@ def run_benchmark(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> 
         summary["method_step_ms"] = {m: summarise([r["methods"][m]["step_ms"] for r in rounds]) for m in cfg.methods}
         summary["method_cpu_step_ms"] = {m: summarise([r["methods"][m]["cpu_step_ms"] for r in rounds]) for m in cfg.methods}
         summary["method_trainable_parameters"] = {m: rounds[0]["methods"][m]["trainable_parameters"] for m in cfg.methods}
-    env = environment(device=torch.device(cfg.device))
-    env["load_average"] = {"start": load_before, "end": os.getloadavg()}
+    env = environment(device=torch.device(cfg.device),
+                      load_average={"start": load_before, "end": os.getloadavg()}).to_dict()
     record = {"kind": "train_benchmark", "config": asdict(cfg), "summary": summary, "rounds": rounds, "env": env,
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if cfg.out:
