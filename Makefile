@@ -40,9 +40,9 @@ bench: $(STAMP)  ## inference benchmark, the committed run (minilm, CPU, 1 threa
 
 .PHONY: bench-train
 DATA_ROOT ?= ../shared/data
-bench-train: $(STAMP)  ## training benchmark, the committed run: aotp's loop vs the HF Trainer + every method vs full FT (minilm, CPU, 1 thread, ~15 min; installs the bench extra, accelerate): make bench-train [BENCH_ARGS="--rounds 5 ..."]
+bench-train: $(STAMP)  ## training benchmark, the committed run: aotp's loop vs the HF Trainer + every method vs full FT (minilm, CPU, 1 thread, ~15 min; installs the bench extra, accelerate): make bench-train [BENCH_ARGS="rounds=5 ..."]
 	$(PY) -c "import accelerate" 2>/dev/null || $(PY) -m pip install --quiet -e '.[test,offline,launchers,bench]'
-	OMP_NUM_THREADS=1 $(PY) scripts/bench_train.py --data-root $(DATA_ROOT) --readme results/bench/README_train.md $(BENCH_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m aotp.bench.train data.root=$(DATA_ROOT) readme=results/bench/README_train.md $(BENCH_ARGS)
 
 clean:  ## remove caches and demo outputs (keeps .venv and results/runs)
 	rm -rf .cache outputs multirun results/demo

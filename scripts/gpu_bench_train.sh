@@ -12,6 +12,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu_bench_train.sh: no CUDA device visible to torch')"
 "$PY" -c "import accelerate" 2>/dev/null || "$PY" -m pip install --quiet 'accelerate>=0.26'
 "$PY" -m pytest -q -m gpu tests/gpu/test_gpu_bench_train.py
-"$PY" scripts/bench_train.py --device cuda --precision bf16 --threads 4 --data-root "$DATA_ROOT" \
-  --train-examples 8192 --batch-size 32 --rounds 3 --method-steps 50 \
-  --out "$OUT/train_minilm_cuda_bf16.json" --readme "$OUT/README_train_cuda_bf16.md"
+"$PY" -m aotp.bench.train device=cuda precision=bf16 threads=4 data.root="$DATA_ROOT" \
+  train_examples=8192 batch_size=32 rounds=3 method_steps=50 \
+  output="$OUT/train_minilm_cuda_bf16.json" readme="$OUT/README_train_cuda_bf16.md"

@@ -1,7 +1,7 @@
 """Does length grouping (``trainer.group_by_length``, on by default since issue 17) leave dev metrics within
 seed noise? Short real runs with and without it, same seeds, interleaved; writes one JSON record.
 
-    OMP_NUM_THREADS=1 python scripts/group_by_length_check.py --data-root ../shared/data
+    OMP_NUM_THREADS=1 python scripts/group_by_length_check.py data.root=../shared/data
 
 Default: MiniLM + AoT FC on SST-2, 1,000 training examples, 1 epoch of batches of 16, the full dev set,
 seeds 1-3 (about 1 min per run on one CPU thread).
@@ -9,28 +9,27 @@ seeds 1-3 (about 1 min per run on one CPU thread).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aotp.cli import KeyValueParser, Option, guarded
 
 
+@guarded
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--methods", nargs="+", default=["aot_fc"])
-    parser.add_argument("--task", default="glue/sst2")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--train-examples", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="results/bench/train_group_by_length_check.json")
-    args = parser.parse_args()
+    parser = KeyValueParser("scripts/group_by_length_check.py", __doc__.split("\n\n")[0], [
+        Option("data.root", "", "../shared/data", metavar="DIR"), Option("model", "", "minilm"),
+        Option("methods", "", ("aot_fc",), many=True), Option("task", "", "glue/sst2"),
+        Option("seeds", "", (1, 2, 3), int, many=True), Option("train_examples", "", 1000, int, minimum=1),
+        Option("epochs", "", 1, int, minimum=1), Option("threads", "", 1, int, minimum=1),
+        Option("output", "", "results/bench/train_group_by_length_check.json", flags=("--out",))])
+    values, _ = parser.parse(sys.argv[1:])
+    args = SimpleNamespace(data_root=values["data.root"], out=values["output"],
+                           **{k: v for k, v in values.items() if k not in ("data.root", "output")})
 
     from aotp.results.record import environment, write_json_atomic
     from aotp.run import compose, execute
