@@ -11,8 +11,8 @@ record are those of the run launched alone. What changes is only how the runs ar
 
 1. **Packable runs** are those whose method keeps the backbone frozen and can be routed per example
    inside one forward (:func:`aotp.trainer.packed.packable_method_names`: AoT FC / Kronecker), that do
-   not warm-start from another run (``method.init_from``) and use ``data.pair_encoding=cross``, AdamW's
-   default betas and eps and fp32 or bf16 (:func:`aotp.trainer.packed.unpackable_reason`).
+   not warm-start from another run (``method.init_from``) and use ``data.pair_encoding=cross`` and fp32 or
+   bf16 (:func:`aotp.trainer.packed.unpackable_reason`).
 2. Packable runs whose composed configs are equal but for ``seed``, ``method.lr`` and the ``experiment``
    group (sweep bookkeeping such as ``experiment.lr_index``; :func:`aotp.trainer.packed.pack_key`) form
    a group: same task, model, method options, schedule, data. The group's runs that have not succeeded

@@ -33,13 +33,16 @@ def key_tree(value):
     return type(value).__name__
 
 
-@pytest.mark.parametrize("method,accumulation", [("aot_fc", 1), ("aot_kron", 2)])
-def test_packed_runs_equal_runs_trained_alone(method, accumulation, tmp_path):
+@pytest.mark.parametrize("method,accumulation,optimizer", [
+    ("aot_fc", 1, []),
+    ("aot_kron", 2, ["trainer.adam_betas=[0.9,0.98]", "trainer.adam_eps=1e-6"]),  # fairseq's AdamW, as a recipe sets it
+])
+def test_packed_runs_equal_runs_trained_alone(method, accumulation, optimizer, tmp_path):
     from aotp.run import execute
     from aotp.trainer.packed import execute_pack, pack_configs
 
     def run_overrides(results):
-        return overrides(method, results) + [f"trainer.gradient_accumulation_steps={accumulation}"]
+        return overrides(method, results) + [f"trainer.gradient_accumulation_steps={accumulation}", *optimizer]
 
     alone = {}
     for seed in SEEDS:

@@ -177,8 +177,8 @@ def test_a_packed_sweep_refuses_a_parallel_launcher_and_a_bad_pack(tmp_path, cap
 
 def test_the_plan_packs_runs_that_differ_only_in_seed_and_lr(tmp_path):
     """Groups are per (task, method, ...); each is cut in sweep order into packs of up to K; a pack of one and
-    runs whose config rules packing out (here AdamW's eps, a warm start, BitFit) train alone; finished runs
-    are not planned."""
+    runs whose config rules packing out (here fp16, a warm start, BitFit) train alone; finished runs are not
+    planned; AdamW's betas/eps pack (each run builds its optimizer from its own trainer options)."""
     from aotp.sweep_pack import plan
 
     def jobs(extra: list[str], pack: int = 3):
@@ -191,8 +191,10 @@ def test_the_plan_packs_runs_that_differ_only_in_seed_and_lr(tmp_path):
                                      + [(1, task, m) for task in ("glue-rte", "glue-mrpc") for m in ("aot_fc", "aot_kron")]
                                      + [(1, task, "bitfit") for task in ("glue-rte", "glue-mrpc") for _ in range(4)])
     assert done == []
-    planned, _ = jobs(["trainer.adam_eps=1e-6"])
+    planned, _ = jobs(["trainer.precision=fp16"])
     assert all(size == 1 for size, _, _ in planned) and len(planned) == 24
+    planned, _ = jobs(["trainer.adam_eps=1e-6"])
+    assert sorted(size for size, _, _ in planned) == [1] * 12 + [3] * 4
     planned, _ = jobs(["method.init_from=task:glue/mnli"], pack=4)
     assert all(size == 1 for size, _, _ in planned)
     # a finished run is left out of the plan; the other three of its group still make a pack
