@@ -57,3 +57,12 @@ def read_wandb_records(path: Path):
             record.ParseFromString(pending)
             pending = b""
             yield record
+
+
+def key_tree(value):
+    """A record's form: its nested keys and value types (lists by their first entry), not its values."""
+    if isinstance(value, dict):
+        return {k: key_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [key_tree(value[0])] if value else []
+    return type(value).__name__

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import make_tiny_task_model
-from tests.helpers import FIXTURE_DATA, compose
+from tests.helpers import FIXTURE_DATA, compose, key_tree
 
 SEEDS, LRS = [1, 2], [1e-3, 3e-3]
 
@@ -22,15 +22,6 @@ def overrides(method: str, results) -> list[str]:
             f"data.root={FIXTURE_DATA}", "data.max_length=64", "trainer.batch_size=4", "trainer.max_steps=6",
             "trainer.eval_every=2", "trainer.warmup_steps=1", "trainer.progress=false", "logger=jsonl",
             f"paths.results={results / 'runs'}", f"paths.cache={results / 'cache'}"]
-
-
-def key_tree(value):
-    """The record's form: its nested keys and value types (lists by their first entry), not its values."""
-    if isinstance(value, dict):
-        return {k: key_tree(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [key_tree(value[0])] if value else []
-    return type(value).__name__
 
 
 @pytest.mark.parametrize("method,accumulation,optimizer", [

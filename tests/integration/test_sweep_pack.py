@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import FIXTURE_DATA, REPO_ROOT, compose
+from tests.helpers import FIXTURE_DATA, REPO_ROOT, compose, key_tree
 
 SWEEP = ["experiment=smoke_tiny", "hydra/launcher=basic", "task=glue/rte", "seed=1,2", "experiment.lr_index=0,1",
          "+model.dropout=0.0", f"data.root={FIXTURE_DATA}", "trainer.batch_size=4", "trainer.eval_every=2",
@@ -35,14 +35,6 @@ def records(root: Path) -> dict[str, dict]:
 
 def weights(record: dict) -> dict[str, torch.Tensor]:
     return load_file(f"{record['run_dir']}/trainable.safetensors")
-
-
-def key_tree(value):
-    if isinstance(value, dict):
-        return {k: key_tree(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [key_tree(value[0])] if value else []
-    return type(value).__name__
 
 
 def test_a_packed_sweep_writes_the_records_of_the_sweep_alone_and_skips_them_on_a_rerun(tmp_path, capsys):
