@@ -50,7 +50,9 @@ NUMBERS: dict[str, tuple[float, bool, Optional[float], bool, str]] = {
     "trainer.max_grad_norm": (0.0, False, None, True, "gradient clipping; null = off"),
     "trainer.inference_tolerance": (0.0, True, None, False, "max |logit change| allowed by prepare_for_inference"),
     "data.truncation_warning": (0.0, True, 1.0, False, "share of truncated examples above which a run warns"),
+    "trainer.adam_eps": (0.0, False, None, False, "AdamW epsilon"),
 }
+PRECISIONS = ("fp32", "bf16", "fp16")  # the keys of aotp.trainer.loop.PRECISIONS (not imported: it imports torch)
 PATHS = ("paths.results", "paths.cache")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -130,8 +132,17 @@ def check_device(option: str, device: Any) -> str:
     return name
 
 
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
+
+
 def check_values(cfg, paths: bool = True) -> None:
-    """Counts, numbers, the device and (``paths``) the output folders of a composed run config."""
+    """Every numeric and enumerated option of a composed run config (counts, numbers, AdamW betas, epochs
+    or steps, precision, W&B mode, device) and (``paths``) its output folders: the one place they are checked."""
     for option, (minimum, nullable, meaning) in COUNTS.items():
         present, value = _lookup(cfg, option)
         if present:
@@ -140,6 +151,15 @@ def check_values(cfg, paths: bool = True) -> None:
         present, value = _lookup(cfg, option)
         if present:
             parse_number(option, value, low, low_included, high, nullable, description)
+    present, betas = _lookup(cfg, "trainer.adam_betas")
+    if present and (betas is None or len(betas) != 2 or not all(_is_number(b) and 0.0 <= float(b) < 1.0 for b in betas)):
+        raise ConfigError(f"trainer.adam_betas must be two numbers in [0, 1), got {betas}")
+    epochs, max_steps = _lookup(cfg, "trainer.epochs")[1], _lookup(cfg, "trainer.max_steps")[1]
+    if _lookup(cfg, "trainer.epochs")[0] and not max_steps and int(epochs) <= 0:
+        raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={epochs}, max_steps={max_steps})")
+    present, precision = _lookup(cfg, "trainer.precision")
+    if present and precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
     present, mode = _lookup(cfg, "logger.mode")
     if present and mode is not None and mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.mode={mode!r}; valid: online, offline, disabled or null (null = WANDB_MODE, else "

@@ -72,20 +72,8 @@ def validate(cfg: DictConfig):
     from aotp.models.builders import BACKBONES, FAMILIES
     from aotp.models.task_model import PAIR_ENCODINGS, pair_encoding_of
     from aotp.tasks import TaskSpec, check_local_files
-    from aotp.trainer.loop import PRECISIONS
 
-    trainer = cfg.trainer
-    check_values(cfg)  # counts, numbers, device, output folders (aotp/config_checks.py)
-    betas = list(trainer.get("adam_betas", [0.9, 0.999]))
-    if len(betas) != 2 or not all(0.0 <= float(beta) < 1.0 for beta in betas):
-        raise ConfigError(f"trainer.adam_betas must be two numbers in [0, 1), got {betas}")
-    if float(trainer.get("adam_eps", 1e-8)) <= 0:
-        raise ConfigError(f"trainer.adam_eps must be positive, got {trainer.adam_eps}")
-    if not trainer.get("max_steps") and int(trainer.epochs) <= 0:
-        raise ConfigError(f"set trainer.epochs > 0 or trainer.max_steps > 0 (got epochs={trainer.epochs}, "
-                          f"max_steps={trainer.get('max_steps')})")
-    if trainer.precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={trainer.precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_values(cfg)  # every numeric/enumerated option and the output folders (aotp/config_checks.py)
     BACKBONES.get(cfg.model.source)
     if cfg.model.source == "tiny" and cfg.model.get("family") not in FAMILIES:
         raise ConfigError(f"model.family={cfg.model.get('family')!r}; valid: {', '.join(FAMILIES)}")

@@ -31,7 +31,7 @@ def no_model_loading(monkeypatch):
     ("model.family=gpt2", "model.family='gpt2'; valid: bert, roberta, deberta, deberta_v2"),
     ("trainer.adam_betas=[0.9,1.0]", "trainer.adam_betas must be two numbers in [0, 1), got [0.9, 1.0]"),
     ("trainer.adam_betas=[0.9]", "trainer.adam_betas must be two numbers in [0, 1)"),
-    ("trainer.adam_eps=0", "trainer.adam_eps must be positive, got 0"),
+    ("trainer.adam_eps=0", "trainer.adam_eps (AdamW epsilon) must be positive, got 0"),
     ("data.max_train_samples=0", "data.max_train_samples must be a positive integer or null (null = the whole training "
                                  "split), got 0"),
     ("data.max_train_samples=-5", "data.max_train_samples must be a positive integer or null"),
@@ -131,3 +131,11 @@ def test_hydra_writes_no_single_run_folder_and_names_multirun_folders():
     assert cfg.hydra.sweep.dir.startswith("multirun/adhoc/20")  # no experiment_name: never multirun/None/
     named = run_compose(BASE + ["experiment_name=my_sweep"], return_hydra_config=True)
     assert named.hydra.sweep.dir.startswith("multirun/my_sweep/20")
+
+
+def test_the_precisions_checked_are_the_loops():
+    """config_checks keeps its own list (it must not import torch); it is the loop's."""
+    from aotp.config_checks import PRECISIONS
+    from aotp.trainer.loop import PRECISIONS as LOOP_PRECISIONS
+
+    assert PRECISIONS == tuple(LOOP_PRECISIONS)
