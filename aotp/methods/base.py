@@ -159,6 +159,13 @@ class Method(ABC):
 METHODS: Registry[type[Method]] = Registry("method", option="method")
 
 
+def count_option(name: str, value: Any, minimum: int = 1) -> int:
+    """A method's integer option ``method.options.<name>``, refused below ``minimum`` with its name."""
+    if int(value) < minimum:
+        raise ValueError(f"method.options.{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def head_parameter_count(model: TaskModel) -> int:
     return sum(p.numel() for p in model.head.parameters())
 

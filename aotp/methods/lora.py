@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aotp.methods.base import METHODS, InferenceVariant, Method, head_parameter_count
+from aotp.methods.base import METHODS, InferenceVariant, Method, count_option, head_parameter_count
 from aotp.models.task_model import TaskModel
 
 # family -> role -> module path relative to ``encoder.layer.<i>``; ``path:q`` names the query rows
@@ -122,9 +122,7 @@ class LoRA(Method):
 
     def __init__(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0,
                  targets: Iterable[str] = ("query", "value")):
-        if int(rank) < 1:
-            raise ValueError(f"method.options.rank must be >= 1, got {rank}")
-        self.rank = int(rank)
+        self.rank = count_option("rank", rank)
         self.alpha = float(alpha)
         self.dropout = float(dropout)
         self.targets = tuple(targets)

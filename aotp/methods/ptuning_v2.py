@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from aotp.methods.adapterhub import AdapterHubMethod
-from aotp.methods.base import METHODS, InferenceVariant, head_parameter_count
+from aotp.methods.base import METHODS, InferenceVariant, count_option, head_parameter_count
 from aotp.models.task_model import TaskModel
 
 
@@ -46,9 +46,7 @@ class PTuningV2(AdapterHubMethod):
 
     def __init__(self, prefix_length: int = 16, reparametrize: bool = False, bottleneck_size: int = 512,
                  dropout: float = 0.1):
-        if int(prefix_length) < 1:
-            raise ValueError(f"method.options.prefix_length must be >= 1, got {prefix_length}")
-        self.prefix_length = int(prefix_length)
+        self.prefix_length = count_option("prefix_length", prefix_length)
         self.reparametrize = bool(reparametrize)
         self.bottleneck_size = int(bottleneck_size)
         self.dropout = float(dropout)
