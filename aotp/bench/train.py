@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from aotp.cli import guarded
+
 import torch
 
 METHODS = ("full_ft", "bitfit", "lora", "adapter_houlsby", "adapter_pfeiffer", "ptuning_v2", "aot_fc", "aot_kron")
@@ -392,14 +394,9 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
+@guarded
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m aotp.bench.train key=value ...`` (``make bench-train``): run the benchmark, print the report."""
-    from aotp.cli import guarded
-
-    return guarded(_main)(argv)
-
-
-def _main(argv: Optional[list[str]]) -> int:
     from aotp.cli import KeyValueParser, Option
 
     parser = KeyValueParser("python -m aotp.bench.train", "Training benchmark: aotp's loop vs the Hugging Face "
