@@ -28,8 +28,9 @@ from aotp.cli import ConfigError, Refusal, one_line, refuse
 from aotp.config_checks import check_group_choices, check_values
 from aotp.paths import config_root
 from aotp.results.lock import RunLocked, run_lock
-from aotp.results.record import (drop_previous, environment, failed_record, git_info, identity, read_record,
-                                 run_dir_name, run_id, set_aside_previous, succeeded_record, write_record)
+from aotp.results.record import (drop_previous, drop_weights_unless_kept, environment, failed_record, git_info,
+                                 identity, read_record, run_dir_name, run_id, set_aside_previous, succeeded_record,
+                                 write_record)
 from aotp.results.schema import Inference, Params, Selection, Timings, Truncation, WarmStart
 
 if TYPE_CHECKING:
@@ -261,9 +262,7 @@ def execute_locked(cfg: DictConfig, spec, method, run_dir: Path, identifier: str
     try:
         outcome, loggers = train_and_record(cfg, spec, method, run_dir, identifier, config, init_source)
         record = succeeded_record(base, outcome, started, git_at_start)
-        if not cfg.trainer.get("keep_weights", True):
-            (run_dir / "trainable.safetensors").unlink(missing_ok=True)
-            record.trainable_weights = "deleted after success (trainer.keep_weights=false)"
+        drop_weights_unless_kept(cfg, run_dir, record)
     except Exception as error:  # noqa: BLE001 - any failure must leave a failed record behind
         record = failed_record(base, error, started, git_at_start)
         write_record(record_path, record)

@@ -247,3 +247,11 @@ def succeeded_record(identity_fields: dict[str, Any], outcome: dict[str, Any], s
     :func:`aotp.run.finish_run` measured."""
     outcome["env"].git = GitState(**git)
     return RunRecord(**identity_fields, **outcome, status="success", wall_seconds=time.time() - started)
+
+
+def drop_weights_unless_kept(cfg, run_dir: Path, record: RunRecord) -> None:
+    """With ``trainer.keep_weights=false``, delete a succeeded run's ``trainable.safetensors`` (full_ft: the
+    whole model) and say so in its record; the one rule for single and packed runs."""
+    if not cfg.trainer.get("keep_weights", True):
+        (run_dir / "trainable.safetensors").unlink(missing_ok=True)
+        record.trainable_weights = "deleted after success (trainer.keep_weights=false)"

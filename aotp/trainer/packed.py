@@ -466,7 +466,8 @@ def execute_pack(configs, results_root: Optional[Path] = None) -> list[dict[str,
 
 def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiases) -> list[dict[str, Any]]:
     from aotp.assembly import RunParts
-    from aotp.results.record import drop_previous, failed_record, identity, succeeded_record, write_record
+    from aotp.results.record import (drop_previous, drop_weights_unless_kept, failed_record, identity,
+                                     succeeded_record, write_record)
     from aotp.run import finish_run
     from aotp.trainer.checkpoint import delete_checkpoint
 
@@ -489,9 +490,7 @@ def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiase
             outcome = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
                                  truncation=run.truncation)
             record = succeeded_record(base, outcome, run.started, run.git)
-            if not run.cfg.trainer.get("keep_weights", True):  # as aotp.run.execute_locked
-                (run.run_dir / "trainable.safetensors").unlink(missing_ok=True)
-                record.trainable_weights = "deleted after success (trainer.keep_weights=false)"
+            drop_weights_unless_kept(run.cfg, run.run_dir, record)
         except Exception as error:  # noqa: BLE001 - this run failed; the others still get their records
             record = failed_record(base, error, run.started, run.git)
         write_record(run.run_dir / "result.json", record)

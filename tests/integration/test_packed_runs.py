@@ -209,3 +209,17 @@ def test_packed_runs_take_their_run_locks(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(packed, "fit_pack", fit)
     assert [r["seed"] for r in packed.execute_pack(configs)] == [2]
     assert not list((tmp_path / "runs").glob("*/run.lock"))
+
+
+def test_a_packed_run_with_keep_weights_false_deletes_its_weights_after_success(tmp_path):
+    """``trainer.keep_weights=false`` means the same in a pack as alone: each record says the weights were
+    deleted, and no ``trainable.safetensors`` is left (the budget counts 0 bytes for them)."""
+    import aotp.trainer.packed as packed
+
+    configs = packed.pack_configs([*overrides("aot_fc", tmp_path), "trainer.keep_weights=false"], SEEDS, [1e-3])
+    trained = packed.execute_pack(configs)
+    assert [r["seed"] for r in trained] == SEEDS
+    for record in trained:
+        assert record["status"] == "success"
+        assert record["trainable_weights"] == "deleted after success (trainer.keep_weights=false)"
+        assert not (tmp_path / "runs" / os.path.basename(record["run_dir"]) / "trainable.safetensors").exists()
