@@ -36,6 +36,10 @@ class Metric:
     # that copy's groups``. None: the rows sharing a group value are a unit, copy k is relabelled k.
     units: Optional[Callable[[Sequence[Any]], list[list[int]]]] = None
     relabel: Optional[Callable[[int, Sequence[Any]], list[Any]]] = None
+    # The metric on B resamples at once: ``weighted(predictions, references, counts) -> (B,) array``, where
+    # ``counts[b, i]`` is how often example i was drawn in resample b; equal to ``fn`` on the repeated rows.
+    # None: the bootstrap scores each resample with ``fn`` (grouped and text metrics).
+    weighted: Optional[Callable[[Sequence[Any], Sequence[Any], Any], Any]] = None
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUT_KINDS:
@@ -60,13 +64,15 @@ METRICS: Registry[Metric] = Registry("metric", option="task.metrics")
 
 
 def register_metric(name: str, *, higher_is_better: bool, inputs: str, needs_groups: bool = False,
-                    description: str = "", units: Optional[Callable] = None, relabel: Optional[Callable] = None) -> Callable:
+                    description: str = "", units: Optional[Callable] = None, relabel: Optional[Callable] = None,
+                    weighted: Optional[Callable] = None) -> Callable:
     """Decorator: ``@register_metric("accuracy", higher_is_better=True, inputs="labels")`` on
-    ``def fn(predictions, references, groups) -> float``; ``units``/``relabel``: see :class:`Metric`."""
+    ``def fn(predictions, references, groups) -> float``; ``units``/``relabel``/``weighted``: see :class:`Metric`."""
 
     def decorator(fn: Callable) -> Callable:
         METRICS.register(name)(Metric(name, fn, higher_is_better, inputs, needs_groups,
-                                      description or (fn.__doc__ or "").strip().splitlines()[0], units, relabel))
+                                      description or (fn.__doc__ or "").strip().splitlines()[0], units, relabel,
+                                      weighted))
         return fn
 
     return decorator

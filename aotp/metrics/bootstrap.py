@@ -17,6 +17,11 @@ per group, so a group is resampled whole and each drawn copy becomes its own gro
 groups are not "rows sharing a value" declares its units (``Metric.units``/``relabel``): AX-g's rows
 carry distinct pair ids p and p + 2, so a unit is the pair and copy k gets the ids 4k and 4k + 2.
 
+Where every split is resampled by example and every main metric has a weighted form
+(:mod:`aotp.metrics.resampled`: accuracy, F1, macro-F1, MCC, Pearson, Spearman), a chunk of resamples is
+scored in one vectorised pass from per-example draw counts; grouped and text metrics are scored resample
+by resample through their definitions. Both see the same draws and give the same deltas.
+
 This is the standard nonparametric paired bootstrap (Efron & Tibshirani 1993; Koehn 2004 for NLP
 evaluation); it is written here rather than taken from scipy because ``scipy.stats.bootstrap`` resamples
 flat arrays and cannot keep grouped metrics (per-question exact match) consistent.
@@ -29,7 +34,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from aotp.metrics.base import METRICS, compute_metrics, main_metric_higher_is_better, main_metric_value
+from aotp.metrics.base import METRICS, compute_metrics, main_metric_higher_is_better, main_metric_value, split_entry
 
 
 def _take(values: Any, rows: np.ndarray) -> Any:
@@ -73,6 +78,30 @@ def _split_metrics(metric_names, predictions, references, rows, new_groups, pref
     return {prefix + name: float(value) for name, value in values.items()}
 
 
+DRAWS_PER_CHUNK = 100
+
+
+def _weighted_deltas(plan, scored: Sequence[str], main_names: Sequence[str],
+                     picks: list[list[np.ndarray]]) -> np.ndarray:
+    """delta_b for each resample of ``picks`` through the metrics' weighted forms (``Metric.weighted``):
+    resample b of a split is its per-example draw counts, so one matrix product scores all of them."""
+    members = len(plan[0][1])
+    values_a: list[dict[str, np.ndarray]] = [{} for _ in range(members)]
+    values_b: dict[str, np.ndarray] = {}
+    for index, (prefix, firsts, second, units) in enumerate(plan):
+        counts = np.stack([np.bincount(pick[index], minlength=len(units)) for pick in picks])
+        for name in scored:
+            weighted = METRICS.get(name).weighted
+            for member, one in zip(values_a, firsts):
+                member[prefix + name] = weighted(one["predictions"], one["references"], counts)
+            values_b[prefix + name] = weighted(second["predictions"], second["references"], counts)
+
+    def main(values: dict[str, np.ndarray]) -> np.ndarray:  # main_metric_value, per resample
+        return np.mean([values[name] for name in main_names], axis=0)
+
+    return np.mean([main(member) for member in values_a], axis=0) - main(values_b)
+
+
 def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
                      splits: dict[str, tuple[dict[str, Any], dict[str, Any]]], draws: int = 1000,
                      seed: int = 0, return_samples: bool = False) -> dict[str, Any]:
@@ -101,6 +130,8 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
         raise ValueError("every split needs the same number of A predictors")
     higher = main_metric_higher_is_better(main_names)
     rng = np.random.default_rng(seed)
+    # Only the metrics of the main score move delta; the others are not computed on resamples.
+    scored = list(dict.fromkeys(split_entry(name)[1] for name in main_names))
 
     def delta(picks: Optional[list[np.ndarray]]) -> float:
         metrics_a: list[dict[str, float]] = [{} for _ in range(members)]
@@ -110,20 +141,28 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
             rows = np.concatenate(chosen)
             new_groups = _relabelled(second.get("groups"), chosen, grouping)
             for member, one in zip(metrics_a, firsts):
-                member.update(_split_metrics(metric_names, one["predictions"], one["references"], rows, new_groups,
-                                             prefix))
-            metrics_b.update(_split_metrics(metric_names, second["predictions"], second["references"], rows,
-                                            new_groups, prefix))
+                member.update(_split_metrics(scored, one["predictions"], one["references"], rows, new_groups, prefix))
+            metrics_b.update(_split_metrics(scored, second["predictions"], second["references"], rows, new_groups,
+                                            prefix))
         main_a = sum(main_metric_value(member, main_names) for member in metrics_a) / members
         return main_a - main_metric_value(metrics_b, main_names)
 
-    observed = delta(None)
+    observed = delta(None)  # the full sample, scored (and its inputs checked) by the metric definitions
+    # Every split resampled by example and every main metric with a weighted form: score a chunk of
+    # resamples in one vectorised pass from draw counts (same draws, same values up to float rounding).
+    vectorised = (all(second.get("groups") is None for _, _, second, _ in plan)
+                  and all(METRICS.get(name).weighted is not None for name in scored))
+    chunks = []
     with warnings.catch_warnings():
         # A resample of a small split can hold a single class (scikit-learn warns about the confusion
         # matrix shape, then scores it by the metric's convention); a thousand such warnings say nothing.
         warnings.simplefilter("ignore", UserWarning)
-        samples = np.array([delta([rng.integers(0, len(units), len(units)) for _, _, _, units in plan])
-                            for _ in range(draws)])
+        for start in range(0, draws, DRAWS_PER_CHUNK):  # chunks bound the (draws, examples) count matrices
+            picks = [[rng.integers(0, len(units), len(units)) for _, _, _, units in plan]
+                     for _ in range(min(DRAWS_PER_CHUNK, draws - start))]
+            chunks.append(_weighted_deltas(plan, scored, main_names, picks) if vectorised
+                          else np.array([delta(pick) for pick in picks]))
+    samples = np.concatenate(chunks)
     not_better = samples <= 0 if higher else samples >= 0
     low, high = np.percentile(samples, [2.5, 97.5])
     result = {"delta": float(observed), "ci95": [float(low), float(high)], "p_not_better": float(not_better.mean()),

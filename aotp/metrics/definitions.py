@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from aotp.metrics import resampled
 from aotp.metrics.base import register_metric
 
 
@@ -66,14 +67,14 @@ def _binary_ids(array: np.ndarray, what: str, metric: str) -> np.ndarray:
 # classification
 
 
-@register_metric("accuracy", higher_is_better=True, inputs="labels")
+@register_metric("accuracy", higher_is_better=True, inputs="labels", weighted=resampled.accuracy)
 def accuracy(predictions, references, groups=None) -> float:
     """Fraction of examples whose predicted label equals the reference."""
     return float(accuracy_score(_labels(references, "references", "accuracy"),
                                 _labels(predictions, "predictions", "accuracy")))
 
 
-@register_metric("f1", higher_is_better=True, inputs="labels")
+@register_metric("f1", higher_is_better=True, inputs="labels", weighted=resampled.binary_f1)
 def binary_f1(predictions, references, groups=None) -> float:
     """Binary F1 of the positive class 1 (MRPC, QQP)."""
     y_true = _binary_ids(_labels(references, "references", "f1"), "references", "f1")
@@ -81,14 +82,14 @@ def binary_f1(predictions, references, groups=None) -> float:
     return float(f1_score(y_true, y_pred, pos_label=1, average="binary", zero_division=0))
 
 
-@register_metric("macro_f1", higher_is_better=True, inputs="labels")
+@register_metric("macro_f1", higher_is_better=True, inputs="labels", weighted=resampled.macro_f1)
 def macro_f1(predictions, references, groups=None) -> float:
     """Unweighted mean of per-class F1 (CB), over the classes present in references or predictions."""
     return float(f1_score(_labels(references, "references", "macro_f1"),
                           _labels(predictions, "predictions", "macro_f1"), average="macro", zero_division=0))
 
 
-@register_metric("mcc", higher_is_better=True, inputs="labels")
+@register_metric("mcc", higher_is_better=True, inputs="labels", weighted=resampled.mcc)
 def mcc(predictions, references, groups=None) -> float:
     """Matthews correlation coefficient (CoLA; multiclass form for AX)."""
     return float(matthews_corrcoef(_labels(references, "references", "mcc"),
@@ -110,13 +111,13 @@ def _correlation(kind: str, predictions, references) -> float:
     return float(result[0])
 
 
-@register_metric("pearson", higher_is_better=True, inputs="scores")
+@register_metric("pearson", higher_is_better=True, inputs="scores", weighted=resampled.pearson)
 def pearson(predictions, references, groups=None) -> float:
     """Pearson correlation of float predictions with the gold scores (STS-B)."""
     return _correlation("pearson", predictions, references)
 
 
-@register_metric("spearman", higher_is_better=True, inputs="scores")
+@register_metric("spearman", higher_is_better=True, inputs="scores", weighted=resampled.spearman)
 def spearman(predictions, references, groups=None) -> float:
     """Spearman rank correlation of float predictions with the gold scores (STS-B)."""
     return _correlation("spearman", predictions, references)
@@ -142,7 +143,7 @@ def multirc_em(predictions, references, groups) -> float:
     return sum(all_right.values()) / len(all_right)
 
 
-@register_metric("multirc_f1a", higher_is_better=True, inputs="labels")
+@register_metric("multirc_f1a", higher_is_better=True, inputs="labels", weighted=resampled.binary_f1)
 def multirc_f1a(predictions, references, groups=None) -> float:
     """Binary F1 over all answer options pooled (MultiRC F1a; label 1 = a correct answer)."""
     return binary_f1(predictions, references)
