@@ -34,7 +34,7 @@ def labelled(name: str, count: int, seed: int):
 def test_label_metrics_on_resamples_equal_the_definitions_on_the_repeated_rows(name, count):
     metric = METRICS.get(name)
     predictions, references = labelled(name, count, seed=count)
-    picks, counts = resamples(count, 200, seed=1)
+    picks, counts = resamples(count, 60, seed=1)
     weighted = metric.weighted(predictions, references, counts)
     direct = [metric(predictions[rows], references[rows]) for rows in picks]
     np.testing.assert_allclose(weighted, direct, rtol=0, atol=1e-12)
@@ -46,7 +46,7 @@ def test_correlations_on_resamples_equal_the_definitions_on_the_repeated_rows(na
     rng = np.random.default_rng(0)
     references = rng.integers(0, 11, 40) / 2.0  # STS-B-like gold scores on a 0.5 grid: many ties
     predictions = np.round(references + rng.normal(0, 1.0, 40), 1)  # ties among predictions too
-    picks, counts = resamples(40, 200, seed=2)
+    picks, counts = resamples(40, 60, seed=2)
     weighted = metric.weighted(predictions[:, None], references, counts)  # a regression head's (N, 1) output
     direct = [metric(predictions[rows], references[rows]) for rows in picks]
     np.testing.assert_allclose(weighted, direct, rtol=0, atol=1e-10)
@@ -96,22 +96,23 @@ def test_the_vectorised_bootstrap_equals_the_per_resample_bootstrap(metrics, mai
                   "references": references} for _ in range(3)]
         constant = {"predictions": np.ones(80, dtype=int), "references": references}
     splits = {"validation": (seeds, constant)}
-    fast = paired_bootstrap(metrics, main, splits, draws=250, seed=11, return_samples=True)
+    fast = paired_bootstrap(metrics, main, splits, draws=60, seed=11, return_samples=True)
     per_resample_only(monkeypatch)
-    slow = paired_bootstrap(metrics, main, splits, draws=250, seed=11, return_samples=True)
+    slow = paired_bootstrap(metrics, main, splits, draws=60, seed=11, return_samples=True)
     np.testing.assert_allclose(fast["samples"], slow["samples"], rtol=0, atol=1e-10)
     assert fast["delta"] == slow["delta"] and fast["p_not_better"] == slow["p_not_better"]
     np.testing.assert_allclose(fast["ci95"], slow["ci95"], rtol=0, atol=1e-10)
 
 
 def test_two_splits_and_a_chunk_boundary_give_the_per_resample_result(monkeypatch):
+    monkeypatch.setattr(bootstrap_module, "DRAWS_PER_CHUNK", 8)  # 3 chunks, the last one short
     rng = np.random.default_rng(8)
     references = rng.integers(0, 3, 30)
     a = {"predictions": np.where(rng.random(30) < 0.7, references, 0), "references": references}
     b = {"predictions": np.zeros(30, dtype=int), "references": references}
     splits = {"validation_matched": (a, b), "validation_mismatched": (b, a)}
     main = ["validation_matched/accuracy", "validation_mismatched/accuracy"]
-    draws = bootstrap_module.DRAWS_PER_CHUNK + 7
+    draws = 2 * bootstrap_module.DRAWS_PER_CHUNK + 5
     fast = paired_bootstrap(["accuracy"], main, splits, draws=draws, seed=4, return_samples=True)
     per_resample_only(monkeypatch)
     slow = paired_bootstrap(["accuracy"], main, splits, draws=draws, seed=4, return_samples=True)
