@@ -163,9 +163,6 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
                               + (["siamese"] if pair_encoding != "cross" else []))
     key = hashlib.sha1(key_material.encode()).hexdigest()[:20]
     cache_file = Path(cache_dir) / "tokenized" / f"{spec.benchmark}-{spec.name}-{split}-{key}.pt" if cache_dir else None
-    def stats_of(examples, features):  # tokenised again without truncation: what max_length cut away
-        full = tokenize(examples, tokenizer, UNTRUNCATED, uses_token_type_ids, pair_encoding)
-        return truncation_stats(examples, features, full, max_length)
 
     def tokenize_counting(examples):
         """Features at ``max_length`` and their truncation counts, tokenising every example once untruncated
@@ -187,11 +184,9 @@ def load_split(spec: TaskSpec, split: str, tokenizer, root: Optional[Path], *, l
 
     if cache_file is not None and cache_file.is_file():
         cached = torch.load(cache_file, weights_only=False)
-        log.info("tokenised %s/%s from cache %s", spec.full_name, split, cache_file)
-        if cached.get("truncation") is None:  # a cache written before truncation was counted
-            cached["truncation"] = stats_of(cached["examples"], cached["features"])
-            save(cached)
-        return SplitData(split, cached["examples"], cached["features"], labelled, cached["truncation"])
+        if cached.get("truncation") is not None:  # else a cache written before truncation was counted: redone
+            log.info("tokenised %s/%s from cache %s", spec.full_name, split, cache_file)
+            return SplitData(split, cached["examples"], cached["features"], labelled, cached["truncation"])
     records = load_raw_records(spec, split, root)
     examples = FORMATTERS.get(spec.formatter).format(spec, records, labelled)
     examples = subset(examples, limit, seed)

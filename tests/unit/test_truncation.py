@@ -88,3 +88,35 @@ def test_features_equal_one_tokenisation_at_max_length(task, pair_encoding, max_
     for split in data.splits.values():
         assert split.features == tokenize(split.examples, tokenizer, max_length, True, pair_encoding)
     assert any(s.truncation["truncated"] for s in data.splits.values()) == (max_length < 512)
+
+
+def test_a_cache_without_truncation_counts_is_redone_and_a_complete_cache_is_read(tmp_path, monkeypatch):
+    """The tokenisation cache holds the truncation counts; a cache file written before they were counted is
+    tokenised again and overwritten (same features, counts added), and a complete one is read as it is."""
+    import torch
+
+    import aotp.tasks.data as data_module
+
+    cfg = OmegaConf.create({"root": str(FIXTURE_DATA), "max_length": 24, "allow_identical_choices": True,
+                            "truncation_warning": 1.0})
+
+    def load():
+        return load_task_data(load_spec("superglue/copa"), build_tiny_tokenizer(), cfg, uses_token_type_ids=True,
+                              seed=0, cache_dir=tmp_path)
+
+    fresh = load()
+    (cache_file, *others) = sorted((tmp_path / "tokenized").glob("superglue-copa-train-*.pt"))
+    assert not others
+    old_format = torch.load(cache_file, weights_only=False)
+    counts = old_format.pop("truncation")
+    assert counts["truncated"] > 0  # max_length 24 cuts COPA pairs: the counts are worth keeping
+    torch.save(old_format, cache_file)
+    redone = load()
+    assert redone.splits["train"].truncation == counts and redone.splits["train"].features == fresh.splits["train"].features
+    assert torch.load(cache_file, weights_only=False)["truncation"] == counts  # written back complete
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("a complete cache must not be tokenised again")
+
+    monkeypatch.setattr(data_module, "tokenize", no_tokenising)
+    assert load().splits["train"].truncation == counts
