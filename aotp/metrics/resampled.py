@@ -78,10 +78,14 @@ def mcc(predictions, references, counts) -> np.ndarray:
     return np.where(product > 0, covariance / np.sqrt(np.where(product > 0, product, 1.0)), 0.0)
 
 
-def _constant(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per resample: every drawn example has the same value (the correlation is undefined: scored 0)."""
+def _either_constant(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per resample: every drawn example has the same x, or the same y (the correlation is undefined: scored 0)."""
     drawn = weights > 0
-    return np.where(drawn, values, np.inf).min(axis=1) == np.where(drawn, values, -np.inf).max(axis=1)
+
+    def constant(values):
+        return np.where(drawn, values, np.inf).min(axis=1) == np.where(drawn, values, -np.inf).max(axis=1)
+
+    return constant(x) | constant(y)
 
 
 def _weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -99,18 +103,16 @@ def _scores(values) -> np.ndarray:
 
 def pearson(predictions, references, counts) -> np.ndarray:
     weights = np.asarray(counts, dtype=np.float64)
-    x = np.broadcast_to(_scores(predictions), weights.shape)
-    y = np.broadcast_to(_scores(references), weights.shape)
-    constant = _constant(x, weights) | _constant(y, weights)
-    return np.where(constant, 0.0, _weighted_pearson(x, y, weights))
+    x, y = _scores(predictions), _scores(references)  # (N,), broadcast against the (B, N) weights
+    return np.where(_either_constant(x, y, weights), 0.0, _weighted_pearson(x, y, weights))
 
 
 def average_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(B, N) rank of each example's value within resample b (ties: the average rank, as scipy's rankdata)."""
     order = np.argsort(values, kind="stable")
     ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each tie group
-    group_of_position = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
+    new_value = np.r_[True, ordered[1:] != ordered[:-1]]  # a tie group starts here
+    starts, group_of_position = np.flatnonzero(new_value), np.cumsum(new_value) - 1
     group_weight = np.add.reduceat(weights[:, order], starts, axis=1)  # (B, distinct values)
     below = np.cumsum(group_weight, axis=1) - group_weight
     group_rank = below + (group_weight + 1) / 2
@@ -122,7 +124,5 @@ def average_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def spearman(predictions, references, counts) -> np.ndarray:
     weights = np.asarray(counts, dtype=np.float64)
     x, y = _scores(predictions), _scores(references)
-    constant = _constant(np.broadcast_to(x, weights.shape), weights) | _constant(np.broadcast_to(y, weights.shape),
-                                                                                 weights)
     value = _weighted_pearson(average_ranks(x, weights), average_ranks(y, weights), weights)
-    return np.where(constant, 0.0, value)
+    return np.where(_either_constant(x, y, weights), 0.0, value)

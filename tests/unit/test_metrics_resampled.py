@@ -78,6 +78,18 @@ def per_resample_only(monkeypatch):
     monkeypatch.setattr(METRICS, "get", lambda name: dataclasses.replace(original(name), weighted=None))
 
 
+def counting_vectorised_chunks(monkeypatch) -> list[int]:
+    """Record the size of every chunk the vectorised path scores (so a test knows that path ran)."""
+    chunk_sizes, vectorised = [], bootstrap_module._weighted_deltas
+
+    def counted(plan, scored, main_names, picks):
+        chunk_sizes.append(len(picks))
+        return vectorised(plan, scored, main_names, picks)
+
+    monkeypatch.setattr(bootstrap_module, "_weighted_deltas", counted)
+    return chunk_sizes
+
+
 @pytest.mark.parametrize("metrics,main,kind", [
     (["f1", "accuracy"], ["f1", "accuracy"], "labels"),  # MRPC
     (["mcc"], ["mcc"], "labels3"),  # CoLA's metric, multiclass as on AX
@@ -96,9 +108,12 @@ def test_the_vectorised_bootstrap_equals_the_per_resample_bootstrap(metrics, mai
                   "references": references} for _ in range(3)]
         constant = {"predictions": np.ones(80, dtype=int), "references": references}
     splits = {"validation": (seeds, constant)}
+    chunk_sizes = counting_vectorised_chunks(monkeypatch)
     fast = paired_bootstrap(metrics, main, splits, draws=60, seed=11, return_samples=True)
+    assert chunk_sizes == [60]
     per_resample_only(monkeypatch)
     slow = paired_bootstrap(metrics, main, splits, draws=60, seed=11, return_samples=True)
+    assert chunk_sizes == [60]  # the definitions scored these, resample by resample
     np.testing.assert_allclose(fast["samples"], slow["samples"], rtol=0, atol=1e-10)
     assert fast["delta"] == slow["delta"] and fast["p_not_better"] == slow["p_not_better"]
     np.testing.assert_allclose(fast["ci95"], slow["ci95"], rtol=0, atol=1e-10)
@@ -113,8 +128,10 @@ def test_two_splits_and_a_chunk_boundary_give_the_per_resample_result(monkeypatc
     splits = {"validation_matched": (a, b), "validation_mismatched": (b, a)}
     main = ["validation_matched/accuracy", "validation_mismatched/accuracy"]
     draws = 2 * bootstrap_module.DRAWS_PER_CHUNK + 5
+    chunk_sizes = counting_vectorised_chunks(monkeypatch)
     fast = paired_bootstrap(["accuracy"], main, splits, draws=draws, seed=4, return_samples=True)
+    assert chunk_sizes == [8, 8, 5]
     per_resample_only(monkeypatch)
     slow = paired_bootstrap(["accuracy"], main, splits, draws=draws, seed=4, return_samples=True)
-    assert len(fast["samples"]) == draws
+    assert len(fast["samples"]) == draws and chunk_sizes == [8, 8, 5]
     np.testing.assert_allclose(fast["samples"], slow["samples"], rtol=0, atol=1e-12)

@@ -112,7 +112,8 @@ def test_a_cache_without_truncation_counts_is_redone_and_a_complete_cache_is_rea
     assert counts["truncated"] > 0  # max_length 24 cuts COPA pairs: the counts are worth keeping
     torch.save(old_format, cache_file)
     redone = load()
-    assert redone.splits["train"].truncation == counts and redone.splits["train"].features == fresh.splits["train"].features
+    assert redone.splits["train"].truncation == counts
+    assert redone.splits["train"].features == fresh.splits["train"].features
     assert torch.load(cache_file, weights_only=False)["truncation"] == counts  # written back complete
 
     def no_tokenising(*args, **kwargs):
