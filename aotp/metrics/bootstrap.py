@@ -8,7 +8,9 @@ returns the distribution of ``delta = main(A) - main(B)``:
 
 ``A`` may be several predictors on the same examples (the seeds of one table cell): its main is then
 the mean of their mains on the same resample, ``delta_b = mean_s main(A_s on b) - main(B on b)``, which
-is the gain of the cell's seed-averaged score (dev-sampling uncertainty; the seeds are held fixed). It is
+is the gain of the cell's seed-averaged score (dev-sampling uncertainty; the seeds are held fixed). ``B``
+may be several predictors too (another cell's seeds): ``delta_b = mean_s main(A_s on b) - mean_t main(B_t on b)``,
+two methods' seed-averaged scores compared on the same resamples. It is
 reported as the full-sample delta, the 2.5 / 97.5 percentiles of delta_b (a 95% percentile interval)
 and ``p_not_better`` = fraction of resamples with delta_b <= 0 (higher-is-better main metrics; the
 sign flips otherwise). The unit is an example, or a group where the split has groups (a MultiRC
@@ -85,29 +87,29 @@ def _weighted_deltas(plan, scored: Sequence[str], main_names: Sequence[str],
                      picks: list[list[np.ndarray]]) -> np.ndarray:
     """delta_b for each resample of ``picks`` through the metrics' weighted forms (``Metric.weighted``):
     resample b of a split is its per-example draw counts, so one matrix product scores all of them."""
-    members = len(plan[0][1])
-    values_a: list[dict[str, np.ndarray]] = [{} for _ in range(members)]
-    values_b: dict[str, np.ndarray] = {}
-    for index, (prefix, firsts, second, units) in enumerate(plan):
+    values_a: list[dict[str, np.ndarray]] = [{} for _ in plan[0][1]]
+    values_b: list[dict[str, np.ndarray]] = [{} for _ in plan[0][2]]
+    for index, (prefix, firsts, seconds, units) in enumerate(plan):
         counts = np.stack([np.bincount(pick[index], minlength=len(units)) for pick in picks])
         for name in scored:
             weighted = METRICS.get(name).weighted
-            for member, one in zip(values_a, firsts):
-                member[prefix + name] = weighted(one["predictions"], one["references"], counts)
-            values_b[prefix + name] = weighted(second["predictions"], second["references"], counts)
+            for values, predictors in ((values_a, firsts), (values_b, seconds)):
+                for member, one in zip(values, predictors):
+                    member[prefix + name] = weighted(one["predictions"], one["references"], counts)
 
     def main(values: dict[str, np.ndarray]) -> np.ndarray:  # main_metric_value, per resample
         return np.mean([values[name] for name in main_names], axis=0)
 
-    return np.mean([main(member) for member in values_a], axis=0) - main(values_b)
+    return (np.mean([main(member) for member in values_a], axis=0)
+            - np.mean([main(member) for member in values_b], axis=0))
 
 
 def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
                      splits: dict[str, tuple[dict[str, Any], dict[str, Any]]], draws: int = 1000,
                      seed: int = 0, return_samples: bool = False) -> dict[str, Any]:
     """``splits``: split -> (A's formatted predictions, B's), each ``{"predictions", "references",
-    "groups"}`` as the task formatters return them (same references and groups, same order); A may be a
-    list of such dicts (several seeds: their mean main metric is compared with B's).
+    "groups"}`` as the task formatters return them (same references and groups, same order); A and B may
+    each be a list of such dicts (several seeds: their mean main metrics are compared).
     Metric keys get a ``<split>/`` prefix when there are several splits, as in run records.
     ``return_samples`` adds the B resampled deltas (``samples``)."""
     if draws < 1:
@@ -117,40 +119,42 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
     plan = []
     for split, (first, second) in splits.items():
         firsts = list(first) if isinstance(first, (list, tuple)) else [first]
-        if not firsts:
-            raise ValueError(f"split {split}: no predictor A given")
-        references = second["references"]
-        for one in firsts:
-            if len(one["predictions"]) != len(second["predictions"]) or len(one["references"]) != len(references):
+        seconds = list(second) if isinstance(second, (list, tuple)) else [second]
+        if not firsts or not seconds:
+            raise ValueError(f"split {split}: no predictor {'A' if not firsts else 'B'} given")
+        # B's first predictor gives the references and groups every predictor is resampled by
+        references, groups = seconds[0]["references"], seconds[0].get("groups")
+        for one in firsts + seconds:
+            if len(one["predictions"]) != len(references) or len(one["references"]) != len(references):
                 raise ValueError(f"split {split}: the two predictors were scored on different examples")
-        units = _units(len(references), second.get("groups"), grouping)
-        plan.append((f"{split}/" if prefixed else "", firsts, second, units))
-    members = len(plan[0][1]) if plan else 0
-    if any(len(firsts) != members for _, firsts, _, _ in plan):
-        raise ValueError("every split needs the same number of A predictors")
+        units = _units(len(references), groups, grouping)
+        plan.append((f"{split}/" if prefixed else "", firsts, seconds, units))
+    members_a, members_b = (len(plan[0][1]), len(plan[0][2])) if plan else (0, 0)
+    if any(len(firsts) != members_a or len(seconds) != members_b for _, firsts, seconds, _ in plan):
+        raise ValueError("every split needs the same number of A predictors and of B predictors")
     higher = main_metric_higher_is_better(main_names)
     rng = np.random.default_rng(seed)
     # Only the metrics of the main score move delta; the others are not computed on resamples.
     scored = list(dict.fromkeys(split_entry(name)[1] for name in main_names))
 
     def delta(picks: Optional[list[np.ndarray]]) -> float:
-        metrics_a: list[dict[str, float]] = [{} for _ in range(members)]
-        metrics_b: dict[str, float] = {}
-        for (prefix, firsts, second, units), pick in zip(plan, picks or [None] * len(plan)):
+        metrics_a: list[dict[str, float]] = [{} for _ in range(members_a)]
+        metrics_b: list[dict[str, float]] = [{} for _ in range(members_b)]
+        for (prefix, firsts, seconds, units), pick in zip(plan, picks or [None] * len(plan)):
             chosen = units if pick is None else [units[i] for i in pick]
             rows = np.concatenate(chosen)
-            new_groups = _relabelled(second.get("groups"), chosen, grouping)
-            for member, one in zip(metrics_a, firsts):
-                member.update(_split_metrics(scored, one["predictions"], one["references"], rows, new_groups, prefix))
-            metrics_b.update(_split_metrics(scored, second["predictions"], second["references"], rows, new_groups,
-                                            prefix))
-        main_a = sum(main_metric_value(member, main_names) for member in metrics_a) / members
-        return main_a - main_metric_value(metrics_b, main_names)
+            new_groups = _relabelled(seconds[0].get("groups"), chosen, grouping)
+            for metrics, predictors in ((metrics_a, firsts), (metrics_b, seconds)):
+                for member, one in zip(metrics, predictors):
+                    member.update(_split_metrics(scored, one["predictions"], one["references"], rows, new_groups,
+                                                 prefix))
+        main_a = sum(main_metric_value(member, main_names) for member in metrics_a) / members_a
+        return main_a - sum(main_metric_value(member, main_names) for member in metrics_b) / members_b
 
     observed = delta(None)  # the full sample, scored (and its inputs checked) by the metric definitions
     # Every split resampled by example and every main metric with a weighted form: score a chunk of
     # resamples in one vectorised pass from draw counts (same draws, same values up to float rounding).
-    vectorised = (all(second.get("groups") is None for _, _, second, _ in plan)
+    vectorised = (all(seconds[0].get("groups") is None for _, _, seconds, _ in plan)
                   and all(METRICS.get(name).weighted is not None for name in scored))
     chunks = []
     with warnings.catch_warnings():
@@ -167,7 +171,8 @@ def paired_bootstrap(metric_names: Sequence[str], main_names: Sequence[str],
     low, high = np.percentile(samples, [2.5, 97.5])
     result = {"delta": float(observed), "ci95": [float(low), float(high)], "p_not_better": float(not_better.mean()),
               "draws": int(draws), "seed": int(seed),
-              "units": {split: len(units) for split, (_, _, _, units) in zip(splits, plan)}, "predictors_a": members}
+              "units": {split: len(units) for split, (_, _, _, units) in zip(splits, plan)}, "predictors_a": members_a,
+              "predictors_b": members_b}
     if return_samples:
         result["samples"] = samples
     return result

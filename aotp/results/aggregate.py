@@ -23,8 +23,12 @@ Nothing is averaged silently:
 Outputs (deterministic: fixed sort orders and float formats, no timestamps, PNG metadata fixed) under
 ``output``: ``<benchmark>_<backbone>.{md,tex,csv}``, ``summary.md`` (every table, notes and warnings),
 ``cells.csv`` (one tidy row per cell, numbers on the 0-1 scale), ``macro_<benchmark>.png`` and
-``warnings.txt``. ``references=`` (default: the shipped ``aotp/results/references.yaml``) puts published
-numbers (each with its source) beside ours with the delta; ``wandb=true`` logs the tables as W&B tables.
+``warnings.txt``. Where the runs saved their dev predictions, every cell is also tested against the task's
+best constant prediction (``↑`` when the 95% paired-bootstrap interval of the gain excludes 0;
+``baseline_gains.csv``) and each AoT cell against every other method's cell on the same task (the seed-mean
+difference with its interval, in the table's Markdown and ``method_differences.csv``). ``references=``
+(default: the shipped ``aotp/results/references.yaml``) puts published numbers (each with its source) beside
+ours with the delta; ``wandb=true`` logs the tables as W&B tables.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ DASH = "—"
 DIRTY_MARK = "†"
 GRID_MARK = "*"
 CLEARS_MARK = "↑"
+BELOW_MARK = "↓"
+# the paper's method: its cells are compared with every other method's (add_method_comparisons)
+COMPARED_METHODS = ("aot_fc", "aot_kron")
 BOOTSTRAP_DRAWS = 1000
 
 
@@ -377,6 +384,8 @@ class Table:
     shares: dict  # method -> (low, high)
     expected_seeds: tuple
     subsets: tuple = ()  # distinct data cuts of the table's runs (empty: full train and dev sets)
+    # (method, other method, task) -> the seed-mean difference with its interval (add_method_comparisons)
+    comparisons: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -466,19 +475,10 @@ def read_predictions(path: Path) -> dict[str, Any]:
             "groups": [r["group"] for r in rows] if grouped else None, "ids": [r["idx"] for r in rows]}
 
 
-def cell_gain(cell: Cell, spec, results_dir: Path, draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
-    """The cell's gain over the task's best constant prediction, with a 95% paired-bootstrap interval.
-
-    Every successful seed of the selected learning rate is read back from its saved dev predictions
-    (``predictions/<split>.jsonl``, written by every run); the gain is ``mean_s main(seed s) - main(best
-    constant)`` on the same examples, resampled together (:func:`aotp.metrics.bootstrap.paired_bootstrap`
-    with the seeds as predictor A). None when a seed has no predictions file or the task has no constant
-    prediction value (ReCoRD).
-    """
-    from aotp.metrics.base import main_metric_higher_is_better
-    from aotp.metrics.bootstrap import paired_bootstrap
-    from aotp.tasks.baselines import best_constant_predictions
-
+def seed_predictions(cell: Cell, spec, results_dir: Path) -> Optional[list[dict[str, dict]]]:
+    """The dev predictions of every successful seed of the cell's selected learning rate, read back from
+    ``predictions/<split>.jsonl`` (written by every run): one ``{split: formatted predictions}`` per seed,
+    all on the same examples. None when there is no such seed or one has no predictions file."""
     selected = [r for r in cell.runs if r.status == "success" and r.lr == cell.selected_lr]
     if not selected:
         return None
@@ -492,16 +492,69 @@ def cell_gain(cell: Cell, spec, results_dir: Path, draws: int = BOOTSTRAP_DRAWS)
     for split in spec.eval_splits:
         if any(seed[split]["ids"] != seeds[0][split]["ids"] for seed in seeds):
             raise ValueError(f"{cell.method} / {cell.task}: the seeds' {split} predictions cover different examples")
+    return seeds
+
+
+def _interval(result: dict, higher: bool) -> dict:
+    low, high = result["ci95"]
+    return {"delta": result["delta"], "ci95": [low, high], "clears": low > 0 if higher else high < 0,
+            "falls_short": high < 0 if higher else low > 0, "draws": result["draws"],
+            "units": sum(result["units"].values())}
+
+
+def cell_gain(cell: Cell, spec, results_dir: Path, draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
+    """The cell's gain over the task's best constant prediction, with a 95% paired-bootstrap interval.
+
+    The gain is ``mean_s main(seed s) - main(best constant)`` on the same dev examples, resampled together
+    (:func:`aotp.metrics.bootstrap.paired_bootstrap` with the seeds of :func:`seed_predictions` as
+    predictor A). None when a seed has no predictions file or the task has no constant prediction value
+    (ReCoRD).
+    """
+    from aotp.metrics.base import main_metric_higher_is_better
+    from aotp.metrics.bootstrap import paired_bootstrap
+    from aotp.tasks.baselines import best_constant_predictions
+
+    seeds = seed_predictions(cell, spec, results_dir)
+    if seeds is None:
+        return None
     constant = best_constant_predictions(spec, {split: seeds[0][split] for split in spec.eval_splits})
     if constant is None:
         return None
     pairs = {split: ([seed[split] for seed in seeds], constant["formatted"][split]) for split in spec.eval_splits}
     result = paired_bootstrap(spec.metrics, spec.main_metric, pairs, draws=draws)
-    low, high = result["ci95"]
-    higher = main_metric_higher_is_better(spec.main_metric)
-    return {"constant": constant["name"], "constant_main": constant["metrics"]["main"], "delta": result["delta"],
-            "ci95": [low, high], "clears": low > 0 if higher else high < 0, "seeds": len(seeds), "draws": draws,
-            "units": sum(result["units"].values())}
+    return {"constant": constant["name"], "constant_main": constant["metrics"]["main"], "seeds": len(seeds),
+            **_interval(result, main_metric_higher_is_better(spec.main_metric))}
+
+
+def method_difference(cell: Cell, other: Cell, spec, results_dir: Path,
+                      draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
+    """``mean_s main(cell's seed s) - mean_t main(other's seed t)`` on the same dev examples with a 95%
+    paired-bootstrap interval (both cells' seeds scored on every resample). None when either cell lacks
+    predictions."""
+    from aotp.metrics.base import main_metric_higher_is_better
+    from aotp.metrics.bootstrap import paired_bootstrap
+
+    ours, theirs = seed_predictions(cell, spec, results_dir), seed_predictions(other, spec, results_dir)
+    if ours is None or theirs is None:
+        return None
+    for split in spec.eval_splits:
+        if ours[0][split]["ids"] != theirs[0][split]["ids"]:
+            raise ValueError(f"{cell.method} and {other.method} / {cell.task}: their {split} predictions cover "
+                             "different examples")
+    pairs = {split: ([seed[split] for seed in ours], [seed[split] for seed in theirs]) for split in spec.eval_splits}
+    result = paired_bootstrap(spec.metrics, spec.main_metric, pairs, draws=draws)
+    return {"seeds": len(ours), "other_seeds": len(theirs),
+            **_interval(result, main_metric_higher_is_better(spec.main_metric))}
+
+
+def _task_spec(specs: dict, config_dir: Path, full: str):
+    if full not in specs:
+        from omegaconf import OmegaConf
+
+        from aotp.tasks.spec import TaskSpec
+
+        specs[full] = TaskSpec.from_config(OmegaConf.load(config_dir / "task" / f"{full}.yaml"))
+    return specs[full]
 
 
 def add_baseline_gains(tables: list[Table], results_dir: Path, config_dir: Path,
@@ -518,14 +571,8 @@ def add_baseline_gains(tables: list[Table], results_dir: Path, config_dir: Path,
         if not have:
             continue
         for cell in have:
-            full = f"{table.benchmark}/{cell.task}"
-            if full not in specs:
-                from omegaconf import OmegaConf
-
-                from aotp.tasks.spec import TaskSpec
-
-                specs[full] = TaskSpec.from_config(OmegaConf.load(config_dir / "task" / f"{full}.yaml"))
-            cell.gain = cell_gain(cell, specs[full], results_dir, draws)
+            cell.gain = cell_gain(cell, _task_spec(specs, config_dir, f"{table.benchmark}/{cell.task}"), results_dir,
+                                  draws)
         missing = [c for c in cells if c.gain is None]
         if missing:
             names = ", ".join(f"{c.method}/{c.task}" for c in missing[:5]) + (" …" if len(missing) > 5 else "")
@@ -537,6 +584,43 @@ def add_baseline_gains(tables: list[Table], results_dir: Path, config_dir: Path,
 
 def has_gains(table: Table) -> bool:
     return any(c.gain is not None for c in table.cells.values())
+
+
+def add_method_comparisons(tables: list[Table], results_dir: Path, config_dir: Path,
+                           compared: Sequence[str] = COMPARED_METHODS, draws: int = BOOTSTRAP_DRAWS) -> None:
+    """Set ``table.comparisons[(method, other, task)]`` for every method of ``compared`` in the table
+    against every other method of the table, on every task where both cells have predictions: the paper's
+    claims are such comparisons (AoT against BitFit, LoRA, adapters, P-Tuning v2), and seed spreads alone
+    cannot tell a difference from dev-sampling noise."""
+    specs: dict[str, Any] = {}
+    for table in tables:
+        if not has_gains(table):  # no predictions saved: nothing to resample
+            continue
+        for method in [m for m in table.methods if m in compared]:
+            # each pair of compared methods once (aot_fc − aot_kron, not also its mirror)
+            others = [m for m in table.methods if m != method
+                      and not (m in compared and table.methods.index(m) < table.methods.index(method))]
+            for other in others:
+                for task in table.tasks:
+                    cell, other_cell = table.cells[(method, task)], table.cells[(other, task)]
+                    if cell.gain is None or other_cell.gain is None:
+                        continue
+                    spec = _task_spec(specs, config_dir, f"{table.benchmark}/{task}")
+                    difference = method_difference(cell, other_cell, spec, results_dir, draws)
+                    if difference is not None:
+                        table.comparisons[(method, other, task)] = difference
+
+
+def comparison_text(result: dict) -> str:
+    return (f"{100 * result['delta']:+.1f} [{100 * result['ci95'][0]:+.1f}, {100 * result['ci95'][1]:+.1f}]"
+            + (CLEARS_MARK if result["clears"] else BELOW_MARK if result["falls_short"] else ""))
+
+
+def comparison_rows(table: Table) -> list[list[str]]:
+    pairs = list(dict.fromkeys((method, other) for method, other, _ in table.comparisons))
+    return [[f"{method} − {other}"] + [comparison_text(table.comparisons[(method, other, task)])
+                                       if (method, other, task) in table.comparisons else DASH
+                                       for task in table.tasks] for method, other in pairs]
 
 
 def constant_row(table: Table) -> list[str]:
@@ -717,6 +801,11 @@ def render_markdown(table: Table, references: list[Reference]) -> str:
         parts += ["Gain over the best constant prediction (x100, seed-mean main metric minus the constant's, "
                   "with its 95% paired-bootstrap interval):", "",
                   _md_table(["Method"] + [TASK_LABEL.get(t, t) for t in table.tasks], gain_rows(table)), ""]
+    if table.comparisons:
+        parts += [f"Method against method (x100, difference of the seed-mean main metrics on the same dev examples, "
+                  f"with its 95% paired-bootstrap interval; {CLEARS_MARK}: the interval lies above 0, {BELOW_MARK}: "
+                  "below 0):", "",
+                  _md_table(["Difference"] + [TASK_LABEL.get(t, t) for t in table.tasks], comparison_rows(table)), ""]
     ref_rows = reference_rows(table, references)
     if ref_rows:
         sources = _ordered({r[2].source for r in ref_rows}, [])
@@ -827,6 +916,21 @@ def gain_csv_rows(tables: list[Table]) -> list[list[str]]:
     return out
 
 
+COMPARISON_COLUMNS = ["benchmark", "model", "method", "other", "task", "seeds", "other_seeds", "difference",
+                      "ci95_low", "ci95_high", "verdict", "draws", "dev_units"]
+
+
+def comparison_csv_rows(tables: list[Table]) -> list[list[str]]:
+    out = []
+    for table in tables:
+        for (method, other, task), r in table.comparisons.items():
+            verdict = "higher" if r["clears"] else "lower" if r["falls_short"] else "unresolved"
+            out.append([table.benchmark, table.model, method, other, task, str(r["seeds"]), str(r["other_seeds"]),
+                        _num(r["delta"]), _num(r["ci95"][0]), _num(r["ci95"][1]), verdict, str(r["draws"]),
+                        str(r["units"])])
+    return out
+
+
 def plot_macro(tables: list[Table], benchmark: str, path: Path) -> None:
     """Methods on x, one marker per backbone: mean macro (diamond), std over seeds (error bar), seeds (dots).
 
@@ -908,6 +1012,7 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
     runs, duplicate_warnings = deduplicate(runs)
     tables, table_warnings = build_tables(runs, seeds, tasks)
     table_warnings += add_baseline_gains(tables, Path(results_dir), Path(config_dir))
+    add_method_comparisons(tables, Path(results_dir), Path(config_dir))
     references, reference_warnings = load_references(references_path)
     warnings = sorted(set(warnings + version_warnings + duplicate_warnings + table_warnings + reference_warnings))
     if not runs:
@@ -931,6 +1036,8 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
     write("cells.csv", _csv(CELL_COLUMNS, cell_rows(tables)))
     if any(has_gains(t) for t in tables):
         write("baseline_gains.csv", _csv(GAIN_COLUMNS, gain_csv_rows(tables)))
+    if any(t.comparisons for t in tables):
+        write("method_differences.csv", _csv(COMPARISON_COLUMNS, comparison_csv_rows(tables)))
     summary += ["## Warnings", ""] + ([f"- {w}" for w in warnings] or ["- none"]) + [""]
     write("summary.md", "\n".join(summary))
     write("warnings.txt", "".join(f"{w}\n" for w in warnings))

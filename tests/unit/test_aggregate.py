@@ -310,3 +310,44 @@ def test_a_cell_whose_seed_lacks_predictions_is_warned_about(tmp_path):
     assert result.tables[0].cells[("bitfit", "sst2")].gain is None
     assert any("1 cell(s) without a gain over the constant baseline" in w and "bitfit/sst2" in w
                for w in result.warnings)
+
+
+def test_aot_cells_are_compared_with_every_other_method_on_the_same_examples(tmp_path):
+    runs = tmp_path / "runs"
+    labels = [1] * 60 + [0] * 40
+    flipped = lambda right: labels[:right] + [1 - y for y in labels[right:]]  # noqa: E731  (right on `right`)
+    # aot_fc: 0.90 and 0.80 (mean 0.85); bitfit: the majority class (0.60); lora: 0.85 and 0.85 exactly as aot_fc's
+    # mean; aot_kron: 0.70 on both seeds.
+    cells = {"aot_fc": [flipped(90), flipped(80)], "bitfit": [[1] * 100] * 2, "lora": [flipped(85)] * 2,
+             "aot_kron": [flipped(70)] * 2}
+    for method, seeds in cells.items():
+        for seed, predictions in enumerate(seeds, start=1):
+            main = sum(p == y for p, y in zip(predictions, labels)) / 100
+            write_predictions(write_record(runs, task="sst2", method=method, seed=seed, main=main), predictions,
+                              labels)
+    result = agg.aggregate(runs, tmp_path / "out", plots=False, references_path=None)
+    (table,) = result.tables
+    # every AoT method against every other method, each AoT pair once
+    assert sorted(table.comparisons) == sorted(
+        [("aot_fc", other, "sst2") for other in ("bitfit", "lora", "aot_kron")]
+        + [("aot_kron", other, "sst2") for other in ("bitfit", "lora")])
+    over_bitfit = table.comparisons[("aot_fc", "bitfit", "sst2")]
+    assert over_bitfit["delta"] == pytest.approx(0.25) and over_bitfit["clears"] and not over_bitfit["falls_short"]
+    assert (over_bitfit["seeds"], over_bitfit["other_seeds"], over_bitfit["units"]) == (2, 2, 100)
+    same_as_lora = table.comparisons[("aot_fc", "lora", "sst2")]
+    assert same_as_lora["delta"] == pytest.approx(0.0, abs=1e-12)
+    assert not same_as_lora["clears"] and not same_as_lora["falls_short"]
+    below_lora = table.comparisons[("aot_kron", "lora", "sst2")]
+    assert below_lora["delta"] == pytest.approx(-0.15) and below_lora["falls_short"]
+    markdown = (tmp_path / "out" / "glue_roberta_base.md").read_text()
+    assert "| aot_fc − bitfit | +25.0 [" in markdown and "]" + agg.CLEARS_MARK + " |" in markdown
+    assert "| aot_kron − lora | -15.0 [" in markdown and "]" + agg.BELOW_MARK + " |" in markdown
+    rows = {(r["method"], r["other"]): r for r in csv.DictReader(open(tmp_path / "out" / "method_differences.csv"))}
+    assert rows[("aot_fc", "bitfit")]["verdict"] == "higher" and rows[("aot_kron", "lora")]["verdict"] == "lower"
+    assert rows[("aot_fc", "lora")]["verdict"] == "unresolved" and rows[("aot_fc", "lora")]["difference"] == "0.000000"
+
+
+def test_no_comparisons_without_saved_predictions(grid, tmp_path):
+    result = run(grid, tmp_path / "out", plots=False)
+    assert all(not table.comparisons for table in result.tables)
+    assert not (tmp_path / "out" / "method_differences.csv").exists()

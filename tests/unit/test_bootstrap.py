@@ -148,3 +148,36 @@ def test_ax_g_bootstrap_delta_is_the_direct_difference_on_the_released_file(shar
     assert result["delta"] == pytest.approx(direct, abs=1e-12)
     assert result["units"] == {"diagnostic": 178}  # 356 rows = 178 male/female pairs
     assert result["ci95"][0] <= direct <= result["ci95"][1]
+
+
+def test_several_b_predictors_compare_two_seed_means_on_the_same_resamples():
+    # Two cells of three seeds each (a method comparison): delta = mean_s acc(A_s) - mean_t acc(B_t), and every
+    # resample scores all six predictors on the same rows (grouped MultiRC too, through the definitions).
+    rng = np.random.default_rng(2)
+    references = rng.integers(0, 2, 50)
+    groups = [(0, i // 5) for i in range(50)]
+    cell_a = [formatted(np.where(rng.random(50) < 0.8, references, 1 - references), references, groups)
+              for _ in range(3)]
+    cell_b = [formatted(np.where(rng.random(50) < 0.6, references, 1 - references), references, groups)
+              for _ in range(3)]
+    for metric in ("accuracy", "multirc_em"):
+        result = paired_bootstrap([metric], [metric], {"v": (cell_a, cell_b)}, draws=200, seed=3,
+                                  return_samples=True)
+        means = [np.mean([compute_metrics([metric], one["predictions"], one["references"], groups=groups)[metric]
+                          for one in cell]) for cell in (cell_a, cell_b)]
+        assert result["delta"] == pytest.approx(means[0] - means[1], abs=1e-12)
+        assert result["predictors_a"] == 3 and result["predictors_b"] == 3
+        # swapping the cells mirrors every resampled delta
+        swapped = paired_bootstrap([metric], [metric], {"v": (cell_b, cell_a)}, draws=200, seed=3,
+                                   return_samples=True)
+        np.testing.assert_allclose(swapped["samples"], -result["samples"], rtol=0, atol=1e-12)
+    # one B predictor given as a list is the single-predictor bootstrap, draw for draw
+    single = paired_bootstrap(["accuracy"], ["accuracy"], {"v": (cell_a, cell_b[0])}, draws=100, seed=5,
+                              return_samples=True)
+    listed = paired_bootstrap(["accuracy"], ["accuracy"], {"v": (cell_a, cell_b[:1])}, draws=100, seed=5,
+                              return_samples=True)
+    np.testing.assert_array_equal(single["samples"], listed["samples"])
+    with pytest.raises(ValueError, match="no predictor B"):
+        paired_bootstrap(["accuracy"], ["accuracy"], {"v": (cell_a, [])})
+    with pytest.raises(ValueError, match="different examples"):
+        paired_bootstrap(["accuracy"], ["accuracy"], {"v": (cell_a, [cell_b[0], formatted([1], [1])])})

@@ -95,7 +95,8 @@ def counting_vectorised_chunks(monkeypatch) -> list[int]:
     (["mcc"], ["mcc"], "labels3"),  # CoLA's metric, multiclass as on AX
     (["pearson", "spearman"], ["pearson", "spearman"], "scores"),  # STS-B
 ])
-def test_the_vectorised_bootstrap_equals_the_per_resample_bootstrap(metrics, main, kind, monkeypatch):
+@pytest.mark.parametrize("against", ["constant", "another cell's seeds"])
+def test_the_vectorised_bootstrap_equals_the_per_resample_bootstrap(metrics, main, kind, against, monkeypatch):
     rng = np.random.default_rng(5)
     if kind == "scores":
         references = rng.integers(0, 11, 80) / 2.0
@@ -107,7 +108,9 @@ def test_the_vectorised_bootstrap_equals_the_per_resample_bootstrap(metrics, mai
         seeds = [{"predictions": np.where(rng.random(80) < 0.6, references, 1 - references % 2),
                   "references": references} for _ in range(3)]
         constant = {"predictions": np.ones(80, dtype=int), "references": references}
-    splits = {"validation": (seeds, constant)}
+    # B: the best constant (a cell's gain) or two seeds of another method (a method comparison)
+    other = constant if against == "constant" else seeds[1:][::-1]
+    splits = {"validation": (seeds, other)}
     chunk_sizes = counting_vectorised_chunks(monkeypatch)
     fast = paired_bootstrap(metrics, main, splits, draws=60, seed=11, return_samples=True)
     assert chunk_sizes == [60]
