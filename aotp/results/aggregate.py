@@ -34,6 +34,7 @@ ours with the delta; ``wandb=true`` logs the tables as W&B tables.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -286,6 +287,8 @@ class Cell:
     grid_incomplete: bool = False
     dirty: bool = False
     gain: Optional[dict] = None  # gain of the seed-mean main over the best constant (add_baseline_gains)
+    # the selected seeds' dev predictions, read once by add_baseline_gains (seed_predictions) for every test
+    predictions: Optional[list] = None
 
     @property
     def mean(self) -> Optional[float]:
@@ -502,19 +505,18 @@ def _interval(result: dict, higher: bool) -> dict:
             "units": sum(result["units"].values())}
 
 
-def cell_gain(cell: Cell, spec, results_dir: Path, draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
+def cell_gain(cell: Cell, spec, draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
     """The cell's gain over the task's best constant prediction, with a 95% paired-bootstrap interval.
 
     The gain is ``mean_s main(seed s) - main(best constant)`` on the same dev examples, resampled together
-    (:func:`aotp.metrics.bootstrap.paired_bootstrap` with the seeds of :func:`seed_predictions` as
-    predictor A). None when a seed has no predictions file or the task has no constant prediction value
-    (ReCoRD).
+    (:func:`aotp.metrics.bootstrap.paired_bootstrap` with the seeds of ``cell.predictions`` as predictor A).
+    None when the cell has no predictions or the task has no constant prediction value (ReCoRD).
     """
     from aotp.metrics.base import main_metric_higher_is_better
     from aotp.metrics.bootstrap import paired_bootstrap
     from aotp.tasks.baselines import best_constant_predictions
 
-    seeds = seed_predictions(cell, spec, results_dir)
+    seeds = cell.predictions
     if seeds is None:
         return None
     constant = best_constant_predictions(spec, {split: seeds[0][split] for split in spec.eval_splits})
@@ -526,17 +528,13 @@ def cell_gain(cell: Cell, spec, results_dir: Path, draws: int = BOOTSTRAP_DRAWS)
             **_interval(result, main_metric_higher_is_better(spec.main_metric))}
 
 
-def method_difference(cell: Cell, other: Cell, spec, results_dir: Path,
-                      draws: int = BOOTSTRAP_DRAWS) -> Optional[dict]:
+def method_difference(cell: Cell, other: Cell, spec, draws: int = BOOTSTRAP_DRAWS) -> dict:
     """``mean_s main(cell's seed s) - mean_t main(other's seed t)`` on the same dev examples with a 95%
-    paired-bootstrap interval (both cells' seeds scored on every resample). None when either cell lacks
-    predictions."""
+    paired-bootstrap interval (both cells' ``predictions`` scored on every resample)."""
     from aotp.metrics.base import main_metric_higher_is_better
     from aotp.metrics.bootstrap import paired_bootstrap
 
-    ours, theirs = seed_predictions(cell, spec, results_dir), seed_predictions(other, spec, results_dir)
-    if ours is None or theirs is None:
-        return None
+    ours, theirs = cell.predictions, other.predictions
     for split in spec.eval_splits:
         if ours[0][split]["ids"] != theirs[0][split]["ids"]:
             raise ValueError(f"{cell.method} and {other.method} / {cell.task}: their {split} predictions cover "
@@ -547,23 +545,22 @@ def method_difference(cell: Cell, other: Cell, spec, results_dir: Path,
             **_interval(result, main_metric_higher_is_better(spec.main_metric))}
 
 
-def _task_spec(specs: dict, config_dir: Path, full: str):
-    if full not in specs:
-        from omegaconf import OmegaConf
+@functools.lru_cache(maxsize=None)
+def _task_spec(config_dir: Path, full: str):
+    from omegaconf import OmegaConf
 
-        from aotp.tasks.spec import TaskSpec
+    from aotp.tasks.spec import TaskSpec
 
-        specs[full] = TaskSpec.from_config(OmegaConf.load(config_dir / "task" / f"{full}.yaml"))
-    return specs[full]
+    return TaskSpec.from_config(OmegaConf.load(config_dir / "task" / f"{full}.yaml"))
 
 
 def add_baseline_gains(tables: list[Table], results_dir: Path, config_dir: Path,
                        draws: int = BOOTSTRAP_DRAWS) -> list[str]:
-    """Set ``cell.gain`` for every cell whose selected seeds saved their dev predictions; returns warnings.
+    """Read the dev predictions of every cell whose selected seeds saved them (``cell.predictions``) and set
+    ``cell.gain``; returns warnings.
 
     A table none of whose runs saved predictions is left as it is (no marker, no warning)."""
     warnings = []
-    specs: dict[str, Any] = {}
     for table in tables:
         cells = [c for c in table.cells.values() if c.selected_lr is not None]
         have = [c for c in cells if all((results_dir / r.path).parent.joinpath("predictions").is_dir()
@@ -571,8 +568,9 @@ def add_baseline_gains(tables: list[Table], results_dir: Path, config_dir: Path,
         if not have:
             continue
         for cell in have:
-            cell.gain = cell_gain(cell, _task_spec(specs, config_dir, f"{table.benchmark}/{cell.task}"), results_dir,
-                                  draws)
+            spec = _task_spec(config_dir, f"{table.benchmark}/{cell.task}")
+            cell.predictions = seed_predictions(cell, spec, results_dir)
+            cell.gain = cell_gain(cell, spec, draws)
         missing = [c for c in cells if c.gain is None]
         if missing:
             names = ", ".join(f"{c.method}/{c.task}" for c in missing[:5]) + (" …" if len(missing) > 5 else "")
@@ -586,16 +584,13 @@ def has_gains(table: Table) -> bool:
     return any(c.gain is not None for c in table.cells.values())
 
 
-def add_method_comparisons(tables: list[Table], results_dir: Path, config_dir: Path,
-                           compared: Sequence[str] = COMPARED_METHODS, draws: int = BOOTSTRAP_DRAWS) -> None:
+def add_method_comparisons(tables: list[Table], config_dir: Path, compared: Sequence[str] = COMPARED_METHODS,
+                           draws: int = BOOTSTRAP_DRAWS) -> None:
     """Set ``table.comparisons[(method, other, task)]`` for every method of ``compared`` in the table
-    against every other method of the table, on every task where both cells have predictions: the paper's
-    claims are such comparisons (AoT against BitFit, LoRA, adapters, P-Tuning v2), and seed spreads alone
-    cannot tell a difference from dev-sampling noise."""
-    specs: dict[str, Any] = {}
+    against every other method of the table, on every task where both cells have predictions (read by
+    :func:`add_baseline_gains`): the paper's claims are such comparisons (AoT against BitFit, LoRA,
+    adapters, P-Tuning v2), and seed spreads alone cannot tell a difference from dev-sampling noise."""
     for table in tables:
-        if not has_gains(table):  # no predictions saved: nothing to resample
-            continue
         for method in [m for m in table.methods if m in compared]:
             # each pair of compared methods once (aot_fc − aot_kron, not also its mirror)
             others = [m for m in table.methods if m != method
@@ -603,12 +598,10 @@ def add_method_comparisons(tables: list[Table], results_dir: Path, config_dir: P
             for other in others:
                 for task in table.tasks:
                     cell, other_cell = table.cells[(method, task)], table.cells[(other, task)]
-                    if cell.gain is None or other_cell.gain is None:
+                    if cell.predictions is None or other_cell.predictions is None:
                         continue
-                    spec = _task_spec(specs, config_dir, f"{table.benchmark}/{task}")
-                    difference = method_difference(cell, other_cell, spec, results_dir, draws)
-                    if difference is not None:
-                        table.comparisons[(method, other, task)] = difference
+                    table.comparisons[(method, other, task)] = method_difference(
+                        cell, other_cell, _task_spec(config_dir, f"{table.benchmark}/{task}"), draws)
 
 
 def comparison_text(result: dict) -> str:
@@ -1012,7 +1005,7 @@ def aggregate(results_dir: Path, out_dir: Path, *, experiments: Optional[Sequenc
     runs, duplicate_warnings = deduplicate(runs)
     tables, table_warnings = build_tables(runs, seeds, tasks)
     table_warnings += add_baseline_gains(tables, Path(results_dir), Path(config_dir))
-    add_method_comparisons(tables, Path(results_dir), Path(config_dir))
+    add_method_comparisons(tables, Path(config_dir))
     references, reference_warnings = load_references(references_path)
     warnings = sorted(set(warnings + version_warnings + duplicate_warnings + table_warnings + reference_warnings))
     if not runs:

@@ -351,3 +351,17 @@ def test_no_comparisons_without_saved_predictions(grid, tmp_path):
     result = run(grid, tmp_path / "out", plots=False)
     assert all(not table.comparisons for table in result.tables)
     assert not (tmp_path / "out" / "method_differences.csv").exists()
+
+
+def test_methods_are_compared_on_a_task_without_a_constant_prediction(tmp_path, monkeypatch):
+    # ReCoRD has no constant prediction, so no gain; its cells' predictions still compare methods.
+    import aotp.tasks.baselines as baselines
+
+    monkeypatch.setattr(baselines, "best_constant_predictions", lambda spec, formatted: None)
+    runs = tmp_path / "runs"
+    labels = [1, 0] * 10
+    for method, predictions in (("aot_fc", labels), ("bitfit", [1] * 20)):
+        write_predictions(write_record(runs, task="sst2", method=method, seed=1, main=0.5), predictions, labels)
+    (table,) = agg.aggregate(runs, tmp_path / "out", plots=False, references_path=None).tables
+    assert all(cell.gain is None for cell in table.cells.values())
+    assert table.comparisons[("aot_fc", "bitfit", "sst2")]["delta"] == pytest.approx(0.5)
