@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aotp.accelerator import exact_precision, peak_memory, reset_peak_memory, tf32_enabled
 from aotp.cli import ConfigError, Refusal, one_line, refuse
 from aotp.config_checks import check_group_choices, check_values
 from aotp.paths import config_root
@@ -31,7 +32,7 @@ from aotp.results.lock import RunLocked, run_lock
 from aotp.results.record import (drop_previous, drop_weights_unless_kept, environment, failed_record, git_info,
                                  identity, read_record, run_dir_name, run_id, set_aside_previous, succeeded_record,
                                  write_record)
-from aotp.results.schema import Inference, Params, Selection, Timings, Truncation, WarmStart
+from aotp.results.schema import DeviceMemory, Execution, Inference, Params, Selection, Timings, Truncation, WarmStart
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +76,7 @@ def validate(cfg: DictConfig):
     from aotp.tasks import TaskSpec, check_local_files
 
     check_values(cfg)  # every numeric/enumerated option and the output folders (aotp/config_checks.py)
+    check_gpu_requirement(cfg)
     BACKBONES.get(cfg.model.source)
     if cfg.model.source == "tiny" and cfg.model.get("family") not in FAMILIES:
         raise ConfigError(f"model.family={cfg.model.get('family')!r}; valid: {', '.join(FAMILIES)}")
@@ -104,6 +106,18 @@ def validate(cfg: DictConfig):
                               f"glue/<TASK>/..., super_glue/<Task>/...)")
         check_local_files(spec, root, [spec.train_split, *spec.eval_splits])
     return spec, method
+
+
+def check_gpu_requirement(cfg) -> None:
+    """``trainer.require_gpu=true`` (every paper experiment): refuse, before anything loads, when torch cannot
+    use CUDA, naming torch's build, the driver nvidia-smi reports and the fix (aotp/accelerator.py)."""
+    if not cfg.trainer.get("require_gpu", False):
+        return
+    from aotp.accelerator import gpu_refusal
+
+    reason = gpu_refusal(str(cfg.trainer.get("device") or "auto"))
+    if reason is not None:
+        raise ConfigError(reason)
 
 
 def note(message: str) -> None:
@@ -318,19 +332,30 @@ def train_and_record(cfg, spec, method, run_dir: Path, identifier: str, config: 
     truncation = report_truncation(data, cfg.data)  # refuses choices made identical by truncation
     trainer = Trainer(cfg.trainer, model, method, data, run_dir, loggers, parts.device, int(cfg.seed), parts.collator)
     head_lr = cfg.method.get("head_lr")
+    reset_peak_memory(parts.device)
+    tf32 = tf32_enabled()
     fitted = trainer.fit(float(cfg.method.lr), float(cfg.method.get("weight_decay", 0.0)),
                          head_lr=None if head_lr is None else float(head_lr))
-    return finish_run(cfg, parts, fitted, params, run_dir, warm=warm, truncation=truncation), loggers
+    return finish_run(cfg, parts, fitted, params, run_dir, warm=warm, truncation=truncation,
+                      train_memory=peak_memory(parts.device), tf32=tf32), loggers
 
 
 def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: WarmStart | None = None,
-               truncation: dict | None = None) -> dict[str, Any]:
+               truncation: dict | None = None, train_memory: dict | None = None,
+               tf32: bool | None = None) -> dict[str, Any]:
     """After training (best state restored): save the trainable state, prepare the inference form and check
     the dev logits did not move, write predictions; returns the record's measured blocks (keyword arguments
     of ``RunRecord``, see :func:`aotp.results.record.succeeded_record`). ``parts``: the run's
     :class:`aotp.assembly.RunParts` (data loaded); ``fitted``: :meth:`aotp.trainer.loop.Trainer.fit`'s
-    :class:`~aotp.trainer.loop.Fitted`. Shared with packed runs (:mod:`aotp.trainer.packed`), so their records
-    have the same form."""
+    :class:`~aotp.trainer.loop.Fitted`; ``train_memory``: the CUDA peaks of training (:func:`aotp.accelerator.peak_memory`;
+    a pack's are its K runs' together); ``tf32``: whether TF32 was allowed while training. Shared with packed
+    runs (:mod:`aotp.trainer.packed`), so their records have the same form.
+
+    The inference-form check compares like with like: both forms are scored, and the form prepared (a LoRA
+    merge is itself a matmul), under :func:`aotp.accelerator.exact_precision` (fp32, TF32 off, restored after),
+    so TF32's rounding, which differs between ``xW + s(xA)B`` and ``x(W + sBA)``, cannot fail an exact merge,
+    and the record says so (``inference.check_precision``). Scores kept from training are reused only when
+    they were computed at that precision (fp32 training without TF32)."""
     from aotp.tasks.formatting import FORMATTERS
     from aotp.tasks.scoring import write_predictions
     from aotp.trainer.checkpoint import save_tensors
@@ -345,20 +370,25 @@ def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: WarmStart 
     # best state were kept from its evaluation (recomputed after a resume or with mixed precision).
     check_split = spec.eval_splits[0]
     eval_batch = int(cfg.trainer.eval_batch_size)
-    before = (fitted.best_scores or {}).get(check_split)
+    # scores of the best state computed in this process at full fp32 precision, if any (not under TF32)
+    exact_scores = None if tf32_enabled() else (fitted.best_scores or {})
     progress = bool(cfg.trainer.get("progress", True))
-    if before is None:
-        before = predict_scores(model, data[check_split], collator, eval_batch, device,
-                                progress=f"scores before inference form {check_split}" if progress else None)
-    note(f"Preparing the inference form ({cfg.method.name}) and checking dev logits against it")
-    tick = time.perf_counter()
-    inference_facts = method.prepare_for_inference(model, run_dir / "inference",
-                                                   token_ids=eval_token_ids(data, spec.eval_splits, collator.pad_token_id)) or {}
-    prepare_seconds = time.perf_counter() - tick
-    tick = time.perf_counter()
-    metrics, scores = evaluate(model, data, collator, eval_batch, device,  # with the inference form
-                               progress="check inference form" if progress else None)
-    final_eval_seconds = time.perf_counter() - tick
+    reset_peak_memory(device)
+    with exact_precision() as check_precision:
+        before = (exact_scores or {}).get(check_split)
+        if before is None:
+            before = predict_scores(model, data[check_split], collator, eval_batch, device,
+                                    progress=f"scores before inference form {check_split}" if progress else None)
+        note(f"Preparing the inference form ({cfg.method.name}) and checking dev logits against it ({check_precision})")
+        tick = time.perf_counter()
+        inference_facts = method.prepare_for_inference(
+            model, run_dir / "inference", token_ids=eval_token_ids(data, spec.eval_splits, collator.pad_token_id)) or {}
+        prepare_seconds = time.perf_counter() - tick
+        tick = time.perf_counter()
+        metrics, scores = evaluate(model, data, collator, eval_batch, device,  # with the inference form
+                                   progress="check inference form" if progress else None)
+        final_eval_seconds = time.perf_counter() - tick
+    eval_memory = peak_memory(device)
     after = scores[check_split]
     max_diff = float(abs(before - after).max()) if before.size else 0.0
     tolerance = float(inference_facts.pop("logit_tolerance", cfg.trainer.inference_tolerance))
@@ -382,7 +412,8 @@ def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: WarmStart 
         "params": Params(**params, share=params["trainable"] / params["total"]),
         "init_from": warm,
         "inference": Inference(max_abs_logit_diff=max_diff, tolerance=tolerance, prepare_seconds=prepare_seconds,
-                               extra=inference_facts),
+                               check_precision=check_precision, extra=inference_facts),
+        "execution": execution_block(cfg, fitted, device, tf32, train_memory, eval_memory),
         "data": {split: len(data[split]) for split in data.splits},
         "truncation": Truncation(**truncation) if truncation is not None else None,
         "timings": Timings(train_seconds=state["train_seconds"], eval_seconds=state["eval_seconds"] + final_eval_seconds,
@@ -390,6 +421,48 @@ def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: WarmStart 
                            train_examples=state["train_examples"]),
         "env": environment(device),
     }
+
+
+def execution_block(cfg, fitted, device, tf32: bool | None, train_memory: dict | None,
+                    eval_memory: dict | None) -> Execution:
+    """The record's ``execution``: precision, TF32, the micro-batch the loop ran (``Fitted.micro_batch``) and,
+    on CUDA, the peak memory of training and of the final evaluations beside the budget's estimate, which
+    is printed with them so the estimate can be checked against what ran."""
+    micro = dict(getattr(fitted, "micro_batch", None) or {})
+    if not micro:  # a loop without micro-batch splitting: one logical batch per forward
+        micro = {"micro_batch_size": int(cfg.trainer.batch_size), "micro_batch_source": "batch_size",
+                 "accumulation_steps": int(cfg.trainer.gradient_accumulation_steps)}
+    execution = Execution(precision=str(cfg.trainer.precision), tf32=tf32, **micro,
+                          train_memory=DeviceMemory(**train_memory) if train_memory else None,
+                          eval_memory=DeviceMemory(**eval_memory) if eval_memory else None)
+    if train_memory:
+        execution.budget_gpu_bytes = budget_gpu_estimate(cfg)
+        from aotp.budget import human
+
+        estimate = "not available" if execution.budget_gpu_bytes is None else human(execution.budget_gpu_bytes)
+        note(f"GPU memory ({torch_device_name(device)}): training peak {human(train_memory['peak_allocated_bytes'])} "
+             f"allocated / {human(train_memory['peak_reserved_bytes'])} reserved; final evaluation "
+             f"{human(eval_memory['peak_allocated_bytes'])} / {human(eval_memory['peak_reserved_bytes'])}; "
+             f"budget estimate {estimate} (aotp.budget)")
+    return execution
+
+
+def torch_device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if str(device).startswith("cuda") else str(device)
+
+
+def budget_gpu_estimate(cfg) -> int | None:
+    """The budget's GPU peak for this run's config (:func:`aotp.budget.run_budget`), None when it cannot be
+    computed (a model without ``architecture``); never fails the run."""
+    try:
+        from aotp.budget import run_budget
+
+        return int(run_budget(cfg)["gpu"]["peak"])
+    except Exception as error:  # noqa: BLE001 - the estimate is a note beside the measurement, not the run
+        log.warning("no budget GPU estimate for this run: %s", one_line(str(error)))
+        return None
 
 
 def report_truncation(data, data_cfg) -> dict[str, Any]:
@@ -465,7 +538,9 @@ def check_command_line(arguments: list[str]) -> None:
 
             overrides = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
                          else o.input_line for o in OverridesParser.create().parse_overrides(overrides)]
-        check_values(compose(overrides), paths=False)  # counts and numbers of the (first) run
+        first = compose(overrides)
+        check_values(first, paths=False)  # counts and numbers of the (first) run
+        check_gpu_requirement(first)  # a paper sweep without a usable GPU stops here, once, not once per run
     except ConfigError as error:
         refuse(str(error))
     except Exception as error:  # noqa: BLE001 - Hydra/OmegaConf raise many types for a bad override

@@ -66,3 +66,47 @@ def key_tree(value):
     if isinstance(value, list):
         return [key_tree(value[0])] if value else []
     return type(value).__name__
+
+
+def round_to_tf32(tensor):
+    """``tensor`` (fp32) rounded to TF32's 10-bit mantissa (round to nearest on the 13 dropped bits), as
+    an Ampere+ tensor core reads a matmul's fp32 inputs when TF32 is allowed."""
+    import torch
+
+    bits = tensor.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class EmulatedTF32:
+    """While active, every ``torch.nn.functional.linear`` on fp32 inputs computes as a CUDA GPU does under
+    TF32 *when TF32 is allowed* (``torch.backends.cuda.matmul.allow_tf32``, the flag CUDA reads):
+    inputs rounded to TF32, products accumulated in fp32. With the flag off it is the plain fp32 linear,
+    as on the GPU. ``with EmulatedTF32(allowed=True): ...`` also sets the flag (the state
+    ``trainer.tf32=true`` leaves on CUDA) and restores both after."""
+
+    def __init__(self, allowed: bool = True):
+        self.allowed = allowed
+
+    def __enter__(self):
+        import torch
+        import torch.nn.functional as F
+
+        self.original, self.flag = F.linear, torch.backends.cuda.matmul.allow_tf32
+        original = self.original
+
+        def linear(x, weight, bias=None):
+            if torch.backends.cuda.matmul.allow_tf32 and x.dtype == torch.float32 and weight.dtype == torch.float32:
+                return original(round_to_tf32(x), round_to_tf32(weight), bias)
+            return original(x, weight, bias)
+
+        F.linear = linear
+        torch.backends.cuda.matmul.allow_tf32 = self.allowed
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+        import torch.nn.functional as F
+
+        F.linear = self.original
+        torch.backends.cuda.matmul.allow_tf32 = self.flag
+        return False

@@ -15,6 +15,9 @@ Schema versions:
 * 2: every key of :class:`RunRecord` is present (``null`` where it does not apply, e.g. ``metrics`` of
   a failed run), ``status`` is ``success`` or ``failed``, and ``env.git`` has ``dirty_paths``. The
   benchmark (:mod:`aotp.bench`) writes the same ``env`` block (:class:`Environment`).
+* 3 (issue 26): ``execution`` (how the run executed, none of it in the run id: precision and TF32, micro-batch and accumulation, peak device memory of training and of evaluation,
+  the budget's GPU-memory estimate beside them) and ``inference.check_precision`` (the numeric settings
+  the inference-form check ran under). A version-2 record reads with both ``null``.
 
 Unknown keys are refused (a misspelt key is an error, not a silently missing value), except in the
 blocks that carry open-ended facts: ``env`` (a tool's own facts, e.g. the benchmark's load average) and
@@ -32,8 +35,8 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type
 
 from aotp.cli import Refusal
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
 EXTRA = "extra"  # the field that holds a block's open-ended keys, written flat beside the typed ones
 
@@ -120,6 +123,9 @@ class Inference(Block):
     max_abs_logit_diff: Optional[float] = None
     tolerance: Optional[float] = None
     prepare_seconds: Optional[float] = None
+    # the numeric settings both forms were scored under, e.g. "fp32, tf32 off" (aotp.run.exact_precision);
+    # None in records before schema 3
+    check_precision: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -137,6 +143,33 @@ class Timings(Block):
     train_examples: Optional[int] = None
 
 
+@dataclass(kw_only=True)
+class DeviceMemory(Block):
+    """Peak memory of one phase on a CUDA device, from torch's caching allocator (``max_memory_allocated``:
+    tensors; ``max_memory_reserved``: what the allocator holds from the driver, the figure an OOM is about)."""
+
+    peak_allocated_bytes: Optional[int] = None
+    peak_reserved_bytes: Optional[int] = None
+
+
+@dataclass(kw_only=True)
+class Execution(Block):
+    """How a run executed (schema 3; the device and its name are ``env``'s): nothing here is part of the
+    run id. ``train_memory`` /
+    ``eval_memory``: peak device memory of training (its dev evaluations included) and of the final
+    evaluations (inference-form check), on CUDA only (None elsewhere); ``budget_gpu_bytes``: the budget's
+    estimate of the run's GPU peak (:mod:`aotp.budget`), to check it against what ran."""
+
+    precision: Optional[str] = None
+    tf32: Optional[bool] = None  # TF32 matmuls allowed while training (CUDA with trainer.tf32=true)
+    micro_batch_size: Optional[int] = None  # examples per forward/backward
+    micro_batch_source: Optional[str] = None  # "batch_size" (no split), "config" (trainer.micro_batch_size), "auto"
+    accumulation_steps: Optional[int] = None  # micro-batches per optimizer step
+    train_memory: Optional[DeviceMemory] = None
+    eval_memory: Optional[DeviceMemory] = None
+    budget_gpu_bytes: Optional[int] = None
+
+
 Number = Union[int, float]
 
 
@@ -146,7 +179,7 @@ class RunRecord(Block):
     outcome (``status``; ``error``/``traceback`` of a failed run; the result blocks of a finished one)
     and where it ran (``env``)."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     run_id: Optional[str] = None
     run_dir: Optional[str] = None
     experiment: Optional[str] = None
@@ -168,6 +201,7 @@ class RunRecord(Block):
     data: Optional[dict[str, int]] = None  # split -> examples
     truncation: Optional[Truncation] = None
     timings: Optional[Timings] = None
+    execution: Optional[Execution] = None
     trainable_weights: Optional[str] = None  # a note when trainable.safetensors was deleted after success
     env: Environment = field(default_factory=Environment)
 
@@ -282,6 +316,8 @@ def migrate(record: dict[str, Any], where: str = "record") -> RunRecord:
     version = record.get("schema_version", 1)
     if version == SCHEMA_VERSION:
         return RunRecord.from_dict(record, where)
+    if version == 2:  # schema 3 added execution and inference.check_precision: null in a version-2 record
+        return from_dict(RunRecord, {**record, "schema_version": SCHEMA_VERSION}, where, lenient=True)
     if version != 1:
         raise RecordError(f"{where}: schema_version {version!r}; this aotp reads versions "
                           f"{', '.join(map(str, READABLE_VERSIONS))}")

@@ -40,8 +40,9 @@ def test_every_committed_record_loads_validates_and_keeps_its_values():
         assert validate(written) == [], path
         assert RunRecord.from_dict(written).to_dict() == written  # the current schema reads back as written
         # migration adds keys (null: e.g. selection.skipped_steps, truncation), it changes no value of the old record
-        assert only_keys_of(written, original) == {**original, "schema_version": 2}, path
-        assert set(written) - set(original) <= {"error", "traceback", "init_from", "truncation", "trainable_weights"}
+        assert only_keys_of(written, original) == {**original, "schema_version": SCHEMA_VERSION}, path
+        assert set(written) - set(original) <= {"error", "traceback", "init_from", "truncation", "trainable_weights",
+                                                "execution"}
         assert record.run_id == run_id(record.config) and record.run_id in path.parent.name
 
 
@@ -66,7 +67,18 @@ def test_write_then_read_is_the_identity(tmp_path):
     record = migrate(json.loads(RECORDS[0].read_text()))
     write_record(tmp_path / "result.json", record)
     assert read_record(tmp_path / "result.json") == record
-    assert json.loads((tmp_path / "result.json").read_text())["schema_version"] == 2
+    assert json.loads((tmp_path / "result.json").read_text())["schema_version"] == SCHEMA_VERSION == 3
+
+
+def test_a_version_2_record_reads_with_the_schema_3_blocks_null():
+    """Schema 3 (issue 26) added ``execution`` and ``inference.check_precision``; the committed version-2
+    records (results/cpu_small) read with both null and every other value as written."""
+    path = next(p for p in RECORDS if json.loads(p.read_text()).get("schema_version") == 2)
+    original = json.loads(path.read_text())
+    assert "execution" not in original and "check_precision" not in (original.get("inference") or {})
+    record = read_record(path)
+    assert record.execution is None and record.inference.check_precision is None
+    assert only_keys_of(record.to_dict(), original) == {**original, "schema_version": 3}
 
 
 def test_a_hand_written_record_takes_its_identity_from_its_config():
@@ -89,7 +101,7 @@ def test_malformed_records_are_refused_with_the_file_and_key(tmp_path):
              ({"status": "success", "metric": {}}, "record: unknown key 'metric' .valid: schema_version, run_id"),
              ({"status": "success", "seed": "1"}, r"record.seed: expected int, got str '1'"),
              ({"status": "success", "params": {"share": "all"}}, r"record.params.share: expected float, got str"),
-             ({"schema_version": 7, "status": "success"}, "schema_version 7; this aotp reads versions 1, 2"),
+             ({"schema_version": 7, "status": "success"}, "schema_version 7; this aotp reads versions 1, 2, 3"),
              ([], "a run record is a JSON object, got list")]
     for data, message in cases:
         with pytest.raises(RecordError, match=message):
