@@ -23,9 +23,14 @@ checkpoint writing stubbed out), which leaves out the time other processes held 
 machine the wall-clock figures carry the load, the CPU-time ones much less of it.
 
 Host time. Collation is timed inside both loops (the collate function is wrapped; both collate in the
-training process at their defaults on CPU); ``Tensor.item`` / ``.tolist`` / ``.__bool__`` calls are
-counted during training by call site (reads of host-only tensors, such as the samplers' permutations, left
-out): each is a host-device synchronisation when its tensor lives on a GPU. Compute = step time - collation.
+training process at their defaults on CPU). Host reads (``host_reads_per_step``, by call site) count every
+host-device synchronisation during training (:func:`count_host_reads`): on CUDA the syncs themselves
+(``torch.cuda.set_sync_debug_mode("warn")``, one warning per sync, counted); on a CPU, where nothing waits,
+every call that would wait for a GPU if its tensor lived there: a tensor's value handed to Python
+(``item``, ``tolist``, ``bool/int/float/index()``, ``numpy``, ``cpu``) and every op whose output shape or
+Python result depends on tensor values (``unique``, ``nonzero``, boolean-mask indexing, ...:
+:data:`DATA_DEPENDENT`). Reads of host-only tensors (the samplers' permutations, collation) are left out.
+Compute = step time - collation.
 
 Methods. Every method of ``--methods`` trains ``--method-steps`` steps with aotp's defaults in every
 round, and its step time is divided by full fine-tuning's in the same round.
@@ -37,13 +42,16 @@ Padded-token share: the share of the collated token positions that are padding o
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -85,13 +93,14 @@ class TimedCollator:
         self.seconds, self.batches, self.real, self.padded = 0.0, 0, 0, 0
 
     def __call__(self, features):
-        tick = time.perf_counter()
-        batch = self.collate(features)
-        self.seconds += time.perf_counter() - tick
-        mask = batch["attention_mask"]
-        self.batches += 1
-        self.real += int(mask.sum())
-        self.padded += mask.numel()
+        with host_only():  # collation and its token count read host tensors only
+            tick = time.perf_counter()
+            batch = self.collate(features)
+            self.seconds += time.perf_counter() - tick
+            mask = batch["attention_mask"]
+            self.batches += 1
+            self.real += int(mask.sum())
+            self.padded += mask.numel()
         return batch
 
     def reset(self) -> None:
@@ -105,32 +114,130 @@ class TimedCollator:
 # base seed, aotp's epoch batches): never a device synchronisation, so not counted.
 HOST_ONLY_READERS = ("torch/utils/data/", "epoch_batches", "length_grouped_batches")
 
+# Tensor methods that hand a tensor's value to Python: each waits for the device when the tensor is on a GPU.
+VALUE_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__complex__", "numpy", "cpu")
+
+
+def _bool_mask_index(index) -> bool:
+    """Whether an index holds a boolean (or uint8) mask tensor: ``x[mask]`` has a data-dependent shape."""
+    parts = index if isinstance(index, (tuple, list)) else (index,)
+    return any(isinstance(part, torch.Tensor) and part.dtype in (torch.bool, torch.uint8) for part in parts)
+
+
+def _repeats_from_tensor(args, kwargs) -> bool:
+    """``repeat_interleave`` with per-element repeats and no ``output_size``: the output size is their sum."""
+    repeats = args[1] if len(args) > 1 else kwargs.get("repeats", args[0] if len(args) == 1 else None)
+    return isinstance(repeats, torch.Tensor) and repeats.numel() > 1 and kwargs.get("output_size") is None
+
+
+def _always(args, kwargs) -> bool:
+    return True
+
+
+# Ops whose output shape or Python result depends on tensor values (on CUDA each waits for the device):
+# (owner, name, when a call is one). Torch functions and Tensor methods both: a method calling the function
+# (Tensor.unique -> torch.unique) is counted once.
+DATA_DEPENDENT = (
+    *((owner, name, _always) for owner in ("torch", "Tensor")
+      for name in ("unique", "unique_consecutive", "nonzero", "argwhere", "masked_select", "bincount", "equal",
+                   "allclose", "is_nonzero")),
+    ("torch", "where", lambda args, kwargs: len(args) + len(kwargs) == 1),  # torch.where(condition) = nonzero
+    ("torch", "repeat_interleave", _repeats_from_tensor), ("Tensor", "repeat_interleave", _repeats_from_tensor),
+    ("Tensor", "__getitem__", lambda args, kwargs: _bool_mask_index(args[1])),
+    ("Tensor", "__setitem__", lambda args, kwargs: _bool_mask_index(args[1])),
+)
+
+_READS = threading.local()  # depth > 0: inside a counted call or a host-only block, so nothing more is counted
+
 
 @contextlib.contextmanager
-def count_host_reads():
-    """Counts ``Tensor.item``, ``.tolist`` and ``.__bool__`` calls (host reads of a tensor's value) by call
-    site (``file:function``); each is a host-device synchronisation when its tensor is on a GPU."""
+def host_only():
+    """Reads inside this block are of host tensors (collation): :func:`count_host_reads` leaves them out."""
+    _READS.depth = getattr(_READS, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _READS.depth -= 1
+
+
+def _site(frame) -> str:
+    return f"{frame.f_code.co_filename.rsplit('site-packages/', 1)[-1]}:{frame.f_code.co_name}"
+
+
+def _counting(label: str, original: Callable, sites: dict[str, int], when: Callable) -> Callable:
+    @functools.wraps(original)
+    def call(*args, **kwargs):
+        if getattr(_READS, "depth", 0) or not when(args, kwargs):
+            return original(*args, **kwargs)
+        site = _site(sys._getframe(1))
+        if not any(marker in site for marker in HOST_ONLY_READERS):
+            sites[f"{label} {site}"] = sites.get(f"{label} {site}", 0) + 1
+        _READS.depth = getattr(_READS, "depth", 0) + 1  # the reads this call makes itself are this one
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _READS.depth -= 1
+    return call
+
+
+@contextlib.contextmanager
+def count_cpu_reads():
+    """Counts, by call site (``name file:function``), every call that waits for a GPU when its tensor lives
+    there (:data:`VALUE_READS`, :data:`DATA_DEPENDENT`), on whatever device it runs; restores every patched
+    function after. A copy to the host through ``.to("cpu")`` or ``copy_`` cannot be told from a no-op here
+    (the CPU run's tensors are on the host already); on CUDA :func:`count_host_reads` counts those too."""
     sites: dict[str, int] = {}
-    originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "__bool__")}
-
-    def counting(name):
-        original = originals[name]
-
-        def read(self):
-            code = sys._getframe(1).f_code
-            site = f"{code.co_filename.rsplit('site-packages/', 1)[-1]}:{code.co_name}"
-            if not any(marker in site for marker in HOST_ONLY_READERS):
-                sites[f"{name} {site}"] = sites.get(f"{name} {site}", 0) + 1
-            return original(self)
-        return read
-
-    for name in originals:
-        setattr(torch.Tensor, name, counting(name))
+    owners = {"torch": torch, "Tensor": torch.Tensor}
+    patches = [("Tensor", name, _always) for name in VALUE_READS] + list(DATA_DEPENDENT)
+    saved = []
+    for owner_name, name, when in patches:
+        owner = owners[owner_name]
+        had_own = name in vars(owner)
+        saved.append((owner, name, had_own, vars(owner).get(name)))
+        label = f"{'torch.' if owner is torch else ''}{name}"
+        setattr(owner, name, _counting(label, getattr(owner, name), sites, when))
     try:
         yield sites
     finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
+        for owner, name, had_own, original in reversed(saved):
+            if had_own:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)  # inherited from torch._C.TensorBase: inherit it again
+
+
+@contextlib.contextmanager
+def count_cuda_syncs():
+    """Counts every host-device synchronisation, by call site (``sync file:line``): torch's sync debug mode
+    (``torch.cuda.set_sync_debug_mode("warn")``) warns once per synchronising CUDA call; the warnings are
+    counted and not shown, other warnings are shown after, and the previous mode is restored. The mode reports
+    every sync that goes through c10's ``memcpy_and_sync`` or ``stream_synchronize`` (``.item()``, ``.cpu()``,
+    ``nonzero``, ``torch.unique``, ...; a backward's syncs are replayed to the ``backward()`` call); it does not
+    report an explicit ``torch.cuda.synchronize()`` (the loop's one before each evaluation, not per step)."""
+    sites: dict[str, int] = {}
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield sites
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    for warning in caught:
+        if "synchronizing" in str(warning.message):
+            site = f"sync {warning.filename.rsplit('site-packages/', 1)[-1]}:{warning.lineno}"
+            sites[site] = sites.get(site, 0) + 1
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def count_host_reads(device: Optional[torch.device] = None):
+    """Host-device synchronisations during the block, by call site (a dict, filled when the block ends on
+    CUDA): on CUDA the syncs themselves (:func:`count_cuda_syncs`), elsewhere every call that would be one
+    on a GPU (:func:`count_cpu_reads`)."""
+    if device is not None and torch.device(device).type == "cuda":
+        return count_cuda_syncs()
+    return count_cpu_reads()
 
 
 def synchronize(device: torch.device) -> None:
@@ -200,7 +307,7 @@ def run_aotp(cfg: TrainBenchConfig, data, method: str, work: Path, max_steps: Op
     saved = loop.save_checkpoint
     loop.save_checkpoint = lambda *args, **kwargs: None  # no checkpoint writes inside the CPU-time interval
     try:
-        with count_host_reads() as reads:
+        with count_host_reads(device) as reads:
             cpu = time.process_time()
             state = fit.fit(float(run_cfg.method.lr), float(run_cfg.method.get("weight_decay", 0.0))).state
             synchronize(device)
@@ -271,7 +378,7 @@ def run_hf(cfg: TrainBenchConfig, data, tokenizer, work: Path) -> dict[str, Any]
     trainer = Trainer(model=LossOutput(model), args=args, train_dataset=examples, data_collator=collator,
                       callbacks=[StepTimes()])
     torch.set_num_threads(cfg.threads)
-    with count_host_reads() as reads:
+    with count_host_reads(device) as reads:
         trainer.train()
     steps = times["steps"]
     seconds, cpu = times["last"] - times["first"], times["cpu_last"] - times["cpu_first"]

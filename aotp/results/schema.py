@@ -157,7 +157,8 @@ class Execution(Block):
     """How a run executed (schema 3; the device and its name are ``env``'s): nothing here is part of the
     run id. ``train_memory`` /
     ``eval_memory``: peak device memory of training (its dev evaluations included) and of the final
-    evaluations (inference-form check), on CUDA only (None elsewhere); ``budget_gpu_bytes``: the budget's
+    evaluations (inference-form check), on CUDA only (None elsewhere; a packed run's training peak is its
+    pack's, K runs on one backbone); ``budget_gpu_bytes``: the budget's
     estimate of the run's GPU peak (:mod:`aotp.budget`), to check it against what ran."""
 
     precision: Optional[str] = None

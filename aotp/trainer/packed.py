@@ -34,6 +34,12 @@ selection, early stopping, checkpoint, metrics log and record. One training step
   backward gives every run exactly the gradient it gets alone;
 * every run then clips, steps and schedules its own optimizer.
 
+Nothing of a step is read back to the host (issue 26): as in :meth:`aotp.trainer.loop.Trainer.fit`, logged
+losses stay on the device and are read together, every run's, before a run's evaluation or checkpoint and at
+the latest every ``LOSS_READ_EVERY`` logged steps per run (the logged values are bitwise those of a read per
+step), and on a device each run's biases are computed per position, without ``torch.unique``
+(:class:`aotp.methods.aot.module.AoTBias`).
+
 Evaluation and the inference check run per run, through the same functions as a single run, with the
 backbone's bias hooks pointed at that run. With dropout (backbone or head) > 0 the packed runs are
 statistically, not bitwise, the runs trained alone: dropout masks come from one RNG stream for the pack.
@@ -86,7 +92,10 @@ def unpackable_reason(cfg) -> Optional[str]:
     """Why this run cannot be trained in a pack (None: it can). Besides the method (module docstring): a warm
     start (``method.init_from``) is not loaded by :func:`build_pack`; fp16 is untested in packs (each run has
     its own loss scaler and skips its own steps through the shared ``optimizer_step``, but no test holds a
-    packed fp16 run to the run alone yet). AdamW's betas/eps come from each run's trainer options, as alone."""
+    packed fp16 run to the run alone yet). AdamW's betas/eps come from each run's trainer options, as alone.
+    ``trainer.micro_batch_size`` other than null: a packed step is one forward of every run's next logical batch,
+    and splitting it into micro-batches (each run's pieces weighted as in :func:`aotp.trainer.loop.micro_batch_loss`)
+    is not implemented; such runs train alone (a packed sweep runs them through :func:`aotp.run.execute`)."""
     method = cfg.method.name
     if method not in packable_method_names():
         return (f"method={method} cannot be packed (its runs do not share a frozen backbone that "
@@ -97,6 +106,10 @@ def unpackable_reason(cfg) -> Optional[str]:
         return f"method.init_from={cfg.method.init_from}: packed runs do not warm-start; run it alone"
     if cfg.trainer.precision == "fp16":
         return "packed runs support trainer.precision=fp32 or bf16 (fp16 in a pack is not tested against runs alone)"
+    if cfg.trainer.get("micro_batch_size") is not None:
+        # a packed forward already holds one logical batch of every run; splitting it across runs is not implemented
+        return (f"trainer.micro_batch_size={cfg.trainer.micro_batch_size}: packed runs take one logical batch per run "
+                f"per forward (micro_batch_size=null); run it alone")
     return None
 
 
@@ -347,9 +360,25 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
     from tqdm.auto import tqdm
 
     from aotp.trainer.checkpoint import load_checkpoint, set_rng_state
+    from aotp.trainer import loop
     from aotp.trainer.loop import autocast_context, model_inputs, move, optimizer_step
 
     device = runs[0].trainer.device
+    # Logged steps whose loss is not read yet, of every run: (run, step, loss on the device, lr, epoch). As in
+    # Trainer.fit, a logged loss is not read per step (a host-device sync on a GPU) but with the others pending.
+    pending: list[tuple[PackedRun, int, torch.Tensor, float, int]] = []
+
+    def flush_losses() -> None:
+        """Log the pending steps' losses, every run's: one device read for all of them (``.tolist()`` of the
+        stacked float32 losses gives the floats ``.item()`` gives, one by one, so the logs are bitwise those
+        of a read per step)."""
+        if not pending:
+            return
+        values = torch.stack([loss for _, _, loss, _, _ in pending]).tolist()
+        for (run, step, _, lr, epoch), value in zip(pending, values):
+            run.loggers.log("train", step, {"loss": value * run.trainer.accumulation, "lr": lr, "epoch": epoch})
+        pending.clear()
+
     for run in runs:
         cfg, trainer = run.cfg, run.trainer
         run.model.to(device)
@@ -429,22 +458,31 @@ def fit_pack(runs: Sequence[PackedRun], provider: PackedBiases) -> None:
                 state["skipped_steps"] += 1  # as Trainer.fit: fp16's scaler skipped it, the schedule waits
             state["step"] += 1
             state["batch_in_epoch"] = batch_index + 1
+            finished = state["step"] >= run.trainer.total_steps
+            evaluates = state["step"] % run.trainer.eval_every == 0 or finished
+            checkpoints = evaluates or bool(run.trainer.checkpoint_every
+                                            and state["step"] % run.trainer.checkpoint_every == 0)
+            if state["step"] % run.trainer.log_every == 0:  # the loss stays on the device, read with the others
+                pending.append((run, state["step"], loss.detach(), run.scheduler.get_last_lr()[0], state["epoch"]))
+            # read before the run's evaluation or checkpoint (its metrics log then has every step up to it), and
+            # at the latest every LOSS_READ_EVERY logged steps per run; the wait belongs to training time
+            if checkpoints or len(pending) >= loop.LOSS_READ_EVERY * len(runs):
+                flush_losses()
+            if evaluates:
+                loop.synchronize(device)  # the queued steps belong to training time, not evaluation time
             state["train_seconds"] += run.seconds_since + time.perf_counter() - step_tick
             state["train_examples"] += run.examples_since
             run.examples_since, run.seconds_since = 0, 0.0
             progress.update(1)
-            if state["step"] % run.trainer.log_every == 0:
-                run.loggers.log("train", state["step"], {"loss": loss.item() * run.trainer.accumulation,
-                                                         "lr": run.scheduler.get_last_lr()[0], "epoch": state["epoch"]})
-            finished = state["step"] >= run.trainer.total_steps
-            if state["step"] % run.trainer.eval_every == 0 or finished:
+            if evaluates:
                 provider.single = run.model.aot
                 run.best_state = run.trainer._evaluate_and_select(state, run.best_state)
                 provider.single = None
                 run.checkpoint()
-            elif run.trainer.checkpoint_every and state["step"] % run.trainer.checkpoint_every == 0:
+            elif checkpoints:
                 run.checkpoint()
             run.done = finished or state["stopped_early"]
+    flush_losses()  # none is left (every run ends on an evaluation), but a log never drops a step
     progress.close()
     for run in runs:
         if run.best_state is not None:
@@ -471,7 +509,12 @@ def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiase
     from aotp.run import finish_run
     from aotp.trainer.checkpoint import delete_checkpoint
 
+    from aotp.accelerator import peak_memory, reset_peak_memory, tf32_enabled
+
     records = []
+    device = runs[0].trainer.device
+    reset_peak_memory(device)
+    tf32 = tf32_enabled()
     try:
         fit_pack(runs, provider)
     except Exception as error:  # noqa: BLE001 - the whole pack failed: every run gets a failed record
@@ -481,14 +524,16 @@ def _train_and_record(runs: Sequence[PackedRun], backbone, provider: PackedBiase
             write_record(run.run_dir / "result.json", record)
             run.loggers.finish(record.to_dict())
         raise
+    train_memory = peak_memory(device)
     for run in runs:  # inference form, check and record, one run at a time (hooks pointed at the run)
         provider.single = run.model.aot
         base = identity(run.cfg, run.spec, run.identifier, run.run_dir, run.config)
         try:
             parts = RunParts(run.cfg, run.spec, run.method, backbone, run.model, run.trainer.collator,
                              run.trainer.device, run.data)
+            # the pack's training peak is its K runs' together (one backbone, K runs' activations)
             outcome = finish_run(run.cfg, parts, run.trainer.fitted(run.state), run.params, run.run_dir,
-                                 truncation=run.truncation)
+                                 truncation=run.truncation, train_memory=train_memory, tf32=tf32)
             record = succeeded_record(base, outcome, run.started, run.git)
             drop_weights_unless_kept(run.cfg, run.run_dir, record)
         except Exception as error:  # noqa: BLE001 - this run failed; the others still get their records

@@ -223,3 +223,47 @@ def test_a_packed_run_with_keep_weights_false_deletes_its_weights_after_success(
         assert record["status"] == "success"
         assert record["trainable_weights"] == "deleted after success (trainer.keep_weights=false)"
         assert not (tmp_path / "runs" / os.path.basename(record["run_dir"]) / "trainable.safetensors").exists()
+
+
+def test_packed_loop_reads_losses_together_and_no_aot_rows_per_step(tmp_path, monkeypatch):
+    """Issue 26: the packed loop read every run's logged loss with ``.item()`` at every logged step (a
+    host-device sync per run and step on a GPU), and each run's biases went through ``torch.unique`` + two
+    ``int()`` reads. Now the logged losses are read together (``tolist``: at most every LOSS_READ_EVERY
+    logged steps per run and before a run's evaluation/checkpoint), bitwise the values a per-step ``.item()``
+    gives; with the device path (``rows_per_position``, as on a GPU) the AoT module reads nothing. Counted by
+    the training benchmark's counter; evaluations are stubbed (they read their scores, by design)."""
+    from aotp.bench.train import count_cpu_reads
+    from aotp.trainer import loop
+    from aotp.trainer.packed import build_pack, fit_pack, pack_configs, release_locks
+
+    six_steps = [o for o in overrides("aot_fc", tmp_path) if not o.startswith("trainer.eval_every")]
+    runs, _, _, provider = build_pack(pack_configs([*six_steps, "trainer.eval_every=6", "trainer.log_every=1"],
+                                                   SEEDS, LRS))
+    monkeypatch.setattr(loop, "LOSS_READ_EVERY", 2)  # with 4 runs: a read per 8 logged steps of the pack
+    logged, per_step = {}, {}
+    try:
+        for index, run in enumerate(runs):
+            run.model.aot.rows_per_position = True
+            run.trainer._evaluate_and_select = lambda state, best_state: best_state
+            run.loggers.log = lambda kind, step, values, index=index: logged.setdefault(index, []).append(
+                (step, values["loss"])) if kind == "train" else None
+            loss = run.model.loss
+
+            def reading_every_step(logits, labels, loss=loss, index=index):  # the reference: a read per step
+                value = loss(logits, labels)
+                per_step.setdefault(index, []).append(value.item())
+                return value
+            run.model.loss = reading_every_step
+        with count_cpu_reads() as sites:
+            fit_pack(runs, provider)
+    finally:
+        release_locks(runs)
+    in_packed = {site: n for site, n in sites.items() if "aotp/trainer/packed.py" in site}
+    in_aot = {site: n for site, n in sites.items() if "aotp/methods/aot/" in site}
+    assert in_aot == {}
+    assert set(site.split()[0] for site in in_packed) == {"tolist"}
+    # 24 logged steps: a read when the pack holds 8 pending (steps 2 and 4) and before each run's last evaluation
+    assert sum(in_packed.values()) == 2 + len(runs)
+    assert sorted(logged) == sorted(per_step) == list(range(len(runs)))
+    for index in logged:  # accumulation 1: the logged loss of step s is the step's loss, read bitwise
+        assert logged[index] == list(enumerate(per_step[index], start=1)) and len(logged[index]) == 6

@@ -13,16 +13,45 @@ from aotp.methods.aot.injector import BiasHooks, LayerBiases, RowBiases, TableBi
 class AoTBias(nn.Module):
     """Per-token, per-layer biases P (|V| x L x d), either reparametrized or materialised.
 
-    * reparametrized (training, and ``inference_mode: on_the_fly``): the rows of the batch's *unique*
-      token ids only are computed (``torch.unique`` + the reparametrization, all L layers at once),
-      never the vocabulary;
+    * reparametrized (training, and ``inference_mode: on_the_fly``): only rows the batch needs are
+      computed (the reparametrization, all L layers at once), never the vocabulary:
+
+      - on the CPU, and at inference (no autograd) on any device: the rows of the batch's *unique* token
+        ids (``torch.unique``, then the rows expanded by the inverse index), with an IndexError for an id
+        outside [0, |V|);
+      - training on any other device (``rows_per_position``): one row per position, N*T rows, no
+        ``torch.unique``. ``torch.unique`` has a data-dependent output size, so on CUDA it waits for
+        the device (a host-device sync per training forward, plus the range check's reads, and a
+        graph break under ``torch.compile``); the per-position rows have static shapes and the range
+        check is ``torch._assert_async`` (a device-side assert: nothing is read back). The values
+        are the same (the rows of the same ids; tests/unit/test_host_syncs.py: forward and gradients
+        to 1e-6, FC and Kronecker). What it costs, at RoBERTa-large shape (e = d = 1,024, L = 24,
+        batch 32 x 128 = 4,096 positions), against the frozen backbone's step (2 FLOP per
+        non-embedding parameter and token forward, 2 more for the input gradients backward:
+        4 x 303M x 4,096 = 5.0 TFLOP): FC at the default rank 128 computes ``e*r + r*L*d`` = 3.28M
+        multiply-adds per row, forward + backward (about twice the forward) 3 x 2 x 3.28M x 4,096 =
+        81 GFLOP = 1.6% of the step; Kronecker at rank 16, ``r^2*L*d`` = 6.29M per row: 155 GFLOP =
+        3.1%. The unique rows cost U / 4,096 of that (U the batch's distinct ids), so what the static
+        path adds is at most those 1.6% / 3.1%, against one sync per forward (the CPU's queue of
+        launched work drained, the GPU idle until new work is queued) and a graph break. Memory is not
+        higher: the dense (N, T, L, d) biases exist in both paths, and this one skips the (U, L, d)
+        rows and their gather.
+      - with dropout > 0 in the reparametrization while training, a device keeps the unique rows
+        (and their sync), since the option's masks are one per unique token of the batch (no recipe
+        sets it); ``rows_per_position`` True/False forces either path (tests emulate a device with it).
     * materialised: the table is the precomputed biases; a forward only gathers rows of it.
 
-    :meth:`lookup` returns the dense (N, T, L, d) biases (one gather ``table[input_ids]``, or the
-    unique rows expanded by the inverse index). The hooks use :meth:`biases`, which is the same
-    values but, at inference (no autograd), hands each layer its own gather
+    :meth:`lookup` returns the dense (N, T, L, d) biases (one gather ``table[input_ids]``, the unique
+    rows expanded by the inverse index, or the per-position rows). The hooks use :meth:`biases`, which
+    is the same values but, at inference (no autograd), hands each layer its own gather
     (:class:`~aotp.methods.aot.injector.TableBiases` / ``RowBiases``) instead of allocating the
     (N, T, L, d) tensor; see :mod:`aotp.methods.aot.injector` for what is computed ahead of time.
+    Inference keeps the unique rows on every device: an evaluation reads every batch's scores back
+    anyway, and serving computes fewer rows.
+
+    Not per step, so not changed: :meth:`materialized_rows`, :meth:`materialized_table` and
+    :meth:`table_chunks` run once per run (the inference form and its check), and their reads
+    (``torch.unique``, the range check, one ``searchsorted(...).tolist()`` per chunk) are paid once.
     """
 
     def __init__(self, reparam: Optional[nn.Module], vocab_size: int, num_layers: int, hidden_size: int,
@@ -39,6 +68,9 @@ class AoTBias(nn.Module):
             self.set_table(table)
         self.hooks = BiasHooks(self.biases)
         self.last_rows_computed = 0  # how many rows the last reparametrized lookup computed
+        # Training rows per position (no torch.unique, no host read) instead of per unique id: None = by the
+        # ids' device (CPU: unique; any other device: per position, unless dropout > 0); True/False force it.
+        self.rows_per_position: Optional[bool] = None
 
     @property
     def materialized(self) -> bool:
@@ -55,8 +87,33 @@ class AoTBias(nn.Module):
         """Biases for every position and layer: (*input_ids.shape, L, d)."""
         if self.table is not None:
             return self.table[self._table_rows(input_ids)]
+        if self.computes_rows_per_position(input_ids):
+            return self._position_rows(input_ids).view(*input_ids.shape, self.num_layers, self.hidden_size)
         rows, inverse = self._unique_rows(input_ids)
         return rows[inverse].view(*input_ids.shape, self.num_layers, self.hidden_size)
+
+    def computes_rows_per_position(self, input_ids: torch.Tensor) -> bool:
+        """Whether a training lookup of ``input_ids`` computes one row per position (class docstring):
+        :attr:`rows_per_position` when set; else on any device but the CPU, unless the reparametrization
+        trains with dropout (one mask per unique token needs the unique ids)."""
+        if self.rows_per_position is not None:
+            return bool(self.rows_per_position)
+        if input_ids.device.type == "cpu":
+            return False
+        dropout = getattr(self.reparam, "dropout", None)
+        return not (self.reparam.training and isinstance(dropout, nn.Dropout) and dropout.p > 0)
+
+    def _position_rows(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The rows of every position, (N*T, L, d): static shapes and no read of the device. The range check
+        is a device-side assert (on the CPU it raises RuntimeError at once; on CUDA it fails the next
+        synchronising call): a negative id, or a Kronecker id in [|V|, a*b), would otherwise index a
+        valid row of another token."""
+        flat = input_ids.reshape(-1)
+        if flat.numel():
+            torch._assert_async(((flat >= 0) & (flat < self.vocab_size)).all(),
+                                f"token id out of range [0, {self.vocab_size})")
+        self.last_rows_computed = flat.numel()
+        return self.reparam.rows(flat)
 
     def biases(self, input_ids: torch.Tensor) -> Union[torch.Tensor, LayerBiases]:
         """What the hooks add: :meth:`lookup`'s values; per-layer gathers when autograd is off."""
@@ -75,11 +132,15 @@ class AoTBias(nn.Module):
         return input_ids if self.row_of is None else self.row_of[input_ids]
 
     def _unique_rows(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows of the unique ids (U, L, d), index of each position's row (N*T,))."""
+        """(rows of the unique ids (U, L, d), index of each position's row (N*T,)). ``torch.unique`` and the
+        range check's read (one ``tolist`` of the smallest and largest id) wait for a device: this is the
+        CPU's path, and inference's (see the class docstring)."""
         flat = input_ids.reshape(-1)
         unique, inverse = torch.unique(flat, sorted=True, return_inverse=True)
-        if unique.numel() and (int(unique[0]) < 0 or int(unique[-1]) >= self.vocab_size):
-            raise IndexError(f"token id out of range [0, {self.vocab_size}): min {int(unique[0])}, max {int(unique[-1])}")
+        if unique.numel():
+            low, high = unique[[0, -1]].tolist()
+            if low < 0 or high >= self.vocab_size:
+                raise IndexError(f"token id out of range [0, {self.vocab_size}): min {low}, max {high}")
         rows = self.reparam.rows(unique)  # (U, L, d): only the batch's unique tokens
         self.last_rows_computed = unique.numel()
         return rows, inverse

@@ -1,7 +1,10 @@
 """AoT P-Tuning reparametrizations: token id -> the L per-layer biases of that token.
 
-Both map a 1-D tensor of (unique) token ids to rows of shape (U, L, d). Only the rows asked for are
-computed; training asks for the batch's unique ids, materialisation for chunks of the vocabulary.
+Both map a 1-D tensor of token ids to rows of shape (U, L, d), one per id given, each row a function of its
+id alone (and of its dropout mask, when training with dropout > 0). Only the rows asked for are computed:
+training asks for the batch's unique ids on the CPU and for every position's id on other devices (no
+data-dependent shape, hence no host-device sync: :class:`aotp.methods.aot.module.AoTBias`), materialisation
+for chunks of the vocabulary.
 
 FC (Gavrilov & Balagansky 2023, eq. for the "FC" reparametrization)::
 
