@@ -132,6 +132,25 @@ def check_device(option: str, device: Any) -> str:
     return name
 
 
+def check_micro_batch_size(option: str, value: Any) -> Optional[int | str]:
+    """``trainer.micro_batch_size``: null (one logical batch per forward), ``auto`` (the largest that fits,
+    searched on CUDA) or an integer >= 1 (examples per forward/backward); anything else is a ConfigError
+    naming the option and the valid values."""
+    if value is None or (isinstance(value, str) and value.strip() == "auto"):
+        return None if value is None else "auto"
+    number: Optional[int] = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if number is None or number < 1:
+        raise ConfigError(f"{option}={value!r}; valid: an integer >= 1 (examples per forward/backward), null (one "
+                          f"logical batch of trainer.batch_size per forward) or auto (the largest that fits on CUDA)")
+    return number
+
+
 def _is_number(value: Any) -> bool:
     try:
         float(value)
@@ -167,6 +186,9 @@ def check_values(cfg, paths: bool = True) -> None:
     present, device = _lookup(cfg, "trainer.device")
     if present:
         check_device("trainer.device", device)
+    present, micro = _lookup(cfg, "trainer.micro_batch_size")
+    if present:
+        check_micro_batch_size("trainer.micro_batch_size", micro)
     for option in PATHS if paths else ():
         present, value = _lookup(cfg, option)
         if present:

@@ -19,14 +19,21 @@ Pinning by lock rather than by job number is what makes it safe: joblib hands a 
 worker is free, so "job k -> GPU k mod n" would put two running jobs on one GPU. Because the lock
 directory is shared (default ``/tmp/aotp-gpu-locks-$USER``), two sweeps started on the same machine
 also never share a GPU: a worker that finds every GPU taken waits (``wait_seconds``) for one to free up.
+
+Packed sweeps (``make reproduce PACK=K LAUNCHER=local_gpus``, :mod:`aotp.sweep_pack`) do not go through
+Hydra's launcher: :func:`pinned_executor` gives them the same pool, ``n_jobs`` fresh processes each pinned
+by :func:`claim_gpu` (same lock files, so packed and single-run sweeps on one machine never share a GPU
+either), taking one job (a pack or a run alone) at a time.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -91,6 +98,23 @@ def claim_gpu(pool: Sequence[str], lock_dir: os.PathLike | str, wait_seconds: fl
             log.warning("every GPU of %s is busy (locks in %s); waiting up to %.0f s", list(pool), lock_dir, wait_seconds)
             announced = True
         time.sleep(poll_seconds)
+
+
+def _pin_worker(pool: Sequence[str], lock_dir: str, wait_seconds: float) -> None:
+    """A :func:`pinned_executor` worker's start: claim its GPU before any job can touch CUDA."""
+    gpu = claim_gpu(pool, lock_dir, wait_seconds)
+    print(f"worker pid {os.getpid()} pinned to GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})", flush=True)
+
+
+def pinned_executor(pool: Sequence[str], lock_dir: os.PathLike | str, wait_seconds: float, workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, each pinned for its lifetime to its own GPU of ``pool`` (:func:`claim_gpu`,
+    the lock files of ``local_gpus``) when it starts, before it takes a job: what ``local_gpus`` does for Hydra's
+    joblib workers. The processes are spawned, not forked: each starts with no CUDA context and sets
+    ``CUDA_VISIBLE_DEVICES`` before torch can read it. Jobs are taken in submission order, one per free worker;
+    a worker never queues a second job while it runs one. A worker that finds every GPU locked waits up to
+    ``wait_seconds`` (then :class:`NoFreeGpu` breaks the pool)."""
+    return ProcessPoolExecutor(max_workers=int(workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_pin_worker, initargs=(list(pool), str(lock_dir), float(wait_seconds)))
 
 
 def release_gpu() -> None:

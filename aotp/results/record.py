@@ -37,9 +37,10 @@ NON_SEMANTIC = {
     "hydra": None,
     "lock": None,
     # how a run is executed, not what it computes (thread count and device only reorder float sums)
-    # (num_workers/pin_memory: where batches are collated; fused_optimizer/compile: which kernels run the same math)
+    # (num_workers/pin_memory: where batches are collated; fused_optimizer/compile: which kernels run the same math;
+    # micro_batch_size: how many of a step's examples share a forward, each keeping its loss weight: aotp.trainer.loop)
     "trainer": {"device", "threads", "progress", "log_every", "checkpoint_every", "eval_batch_size", "keep_weights",
-                "num_workers", "pin_memory", "fused_optimizer", "compile"},
+                "num_workers", "pin_memory", "fused_optimizer", "compile", "micro_batch_size", "require_gpu"},
     "data": {"root", "cache", "truncation_warning", "allow_identical_choices"},
 }
 # Method options that say which outputs a run keeps, not what it computes (an AoT run's table file).

@@ -15,8 +15,8 @@
   the scale backs off. Dev evaluations during training run under the same autocast.
 * The loop does not wait on the host (issue 17). The loss stays a device tensor: the losses of log steps
   are read back together (one host-device sync on a GPU) every ``LOSS_READ_EVERY`` logged steps and
-  before each evaluation or checkpoint; each logged value is the same number as before (the step's last
-  micro-batch loss), so a CPU run logs exactly what it logged. Batches are
+  before each evaluation or checkpoint; each logged value is the same number as before (the mean loss of
+  the step's last logical batch), so a CPU run logs exactly what it logged. Batches are
   collated ahead by a ``torch.utils.data.DataLoader`` over the epoch's batch list (``trainer.num_workers``
   processes; null = 0 on CPU, where a worker only competes with the training threads for the cores,
   and 2 on CUDA), into pinned memory on CUDA (``trainer.pin_memory``), copied with ``non_blocking``.
@@ -26,6 +26,23 @@
   and the batches of the epoch are shuffled (seeded): batches hold similar lengths, so little padding
   is computed, while their order stays random. It changes which examples share a batch, hence results
   (within seed noise: results/bench/README_train.md); legacy runs had it off.
+* Micro-batches (``trainer.micro_batch_size``, issue 26). An optimizer step's examples are always the
+  ``gradient_accumulation_steps`` consecutive logical batches of ``batch_size`` of the epoch's batch list
+  (the last step of an epoch may hold fewer), so data order and effective batch never depend on the device.
+  How many of them go through one forward/backward is the micro-batch: null = one logical batch per
+  forward (every run so far, bitwise); an integer m = the step's examples, in order, cut into slices of m;
+  ``auto`` = the largest that fits, searched as Hugging Face's ``auto_find_batch_size`` (accelerate's
+  ``find_executable_batch_size``) does: start at the step's examples (batch_size x accumulation), and on
+  ``torch.cuda.OutOfMemoryError`` halve it and redo the step (gradients zeroed, the step's RNG state
+  restored), for the rest of the run; on a device other than CUDA ``auto`` keeps the logical batches (no
+  OOM to search with). Whatever the split, example i of logical batch b weighs
+  ``1 / (len(b) x gradient_accumulation_steps)`` in the step's loss, which is what today's
+  ``mean-loss(b) / accumulation`` gives: a micro-batch's loss is ``sum over the pieces p of logical batches
+  it holds of (|p| / len(b)) mean-loss(p) / accumulation``. The step's gradient is therefore the same up to
+  float rounding (and padding, masked out of attention), which is why the option is not in the run id
+  (tests/unit/test_micro_batch.py: 4 x 8 accumulation = one forward of 32 to 1e-5). With dropout > 0 a
+  different split draws other masks for the same examples: statistically, not bitwise, the same run (as
+  another device or thread count). The chosen split is :attr:`Fitted.micro_batch`.
 * AdamW is the fused kernel where the device has one (``trainer.fused_optimizer``; cpu and cuda in
   torch >= 2.4): the same update up to float rounding, one kernel for all parameters.
 * ``trainer.compile``: ``torch.compile`` of the model for the training forward (off by default; the
@@ -36,13 +53,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -69,12 +87,17 @@ LOSS_READ_EVERY = 50
 
 
 def select_device(name: str = "auto") -> torch.device:
+    """``name``, or for ``auto`` cuda > mps > cpu. A fall back to the CPU while ``nvidia-smi`` lists GPUs is
+    said loudly once (:func:`aotp.accelerator.warn_cpu_fallback`): torch cannot use them."""
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
+    from aotp.accelerator import warn_cpu_fallback
+
+    warn_cpu_fallback()
     return torch.device("cpu")
 
 
@@ -143,6 +166,95 @@ def padded_token_share(batches: list[list[int]], lengths: list[int]) -> float:
     return 1.0 - real / padded if padded else 0.0
 
 
+MICRO_BATCH_SOURCES = ("batch_size", "config", "auto")  # Fitted.micro_batch["micro_batch_source"]
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One forward/backward of an optimizer step: ``indices``, the training examples it holds (in the step's
+    order), and ``parts``, one ``(rows, batch_rows, last)`` per logical batch it holds a piece of: the rows of
+    that piece, the logical batch's size, and whether it is the step's last logical batch (whose mean loss is
+    logged)."""
+
+    indices: list[int]
+    parts: tuple[tuple[int, int, bool], ...]
+
+
+def split_step(step: Sequence[Sequence[int]], size: Optional[int]) -> list[MicroBatch]:
+    """The micro-batches of one optimizer step whose logical batches are ``step``: the logical batches
+    themselves when ``size`` is None (one forward each, as every run before issue 26); otherwise the step's
+    examples, in order, cut into slices of ``size``, so a slice may hold pieces of several logical batches and
+    a logical batch may span several slices. Every example is in exactly one micro-batch."""
+    last = len(step) - 1
+    if size is None:
+        return [MicroBatch(list(batch), ((len(batch), len(batch), b == last),)) for b, batch in enumerate(step)]
+    if int(size) < 1:
+        raise ValueError(f"micro-batch size must be >= 1, got {size}")
+    flat = [(index, b) for b, batch in enumerate(step) for index in batch]
+    micro = []
+    for start in range(0, len(flat), int(size)):
+        chunk = flat[start:start + int(size)]
+        pieces: list[list[int]] = []  # [logical batch, rows] for each run of one logical batch in the slice
+        for _, b in chunk:
+            if pieces and pieces[-1][0] == b:
+                pieces[-1][1] += 1
+            else:
+                pieces.append([b, 1])
+        micro.append(MicroBatch([index for index, _ in chunk],
+                                tuple((rows, len(step[b]), b == last) for b, rows in pieces)))
+    return micro
+
+
+def micro_batch_loss(model: TaskModel, logits: torch.Tensor, labels: torch.Tensor, parts: Sequence[tuple[int, int, bool]],
+                     accumulation: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(the loss to backpropagate, the logged share or None) of one micro-batch.
+
+    ``loss = sum_p (|p| / len(b_p)) * mean-loss(p) / accumulation`` over the pieces p of logical batches
+    b_p it holds (``parts``, :class:`MicroBatch`): each example weighs ``1 / (len(its logical batch) x
+    accumulation)``, the weight ``mean-loss(b) / accumulation`` gives it when b runs alone, for any
+    mean-reduced loss (``model.loss`` is used as it is). A micro-batch that is exactly one logical batch is
+    ``model.loss(logits, labels) / accumulation``, bitwise the loop before micro-batches. The logged share is
+    the piece of the step's last logical batch, ``/ accumulation`` (summed over the step's micro-batches and
+    multiplied back by ``accumulation`` when read: that batch's mean loss, the value logged so far); None
+    when this micro-batch holds none of it."""
+    if len(parts) == 1:
+        rows, batch_rows, last = parts[0]
+        piece = model.loss(logits, labels)
+        loss = (piece if rows == batch_rows else piece * (rows / batch_rows)) / accumulation
+        return loss, loss.detach() if last else None
+    pieces, logged, start = [], None, 0
+    for rows, batch_rows, last in parts:
+        piece = model.loss(logits[start:start + rows], labels[start:start + rows])
+        if rows != batch_rows:
+            piece = piece * (rows / batch_rows)
+        if last:
+            logged = piece.detach() / accumulation
+        pieces.append(piece)
+        start += rows
+    return sum(pieces[1:], pieces[0]) / accumulation, logged
+
+
+def auto_micro_batch_start(device: torch.device, step_examples: int) -> Optional[int]:
+    """Where ``trainer.micro_batch_size=auto`` starts its search: the step's examples on CUDA (halved on
+    each ``torch.cuda.OutOfMemoryError``); None elsewhere (keep the logical batches: a CPU or MPS run has no
+    CUDA out-of-memory error to search with, and more rows per forward buys a CPU nothing)."""
+    return step_examples if device.type == "cuda" else None
+
+
+def resolve_micro_batch(option: Any, batch_size: int, accumulation: int, device: torch.device) -> tuple[Optional[int], str]:
+    """(micro-batch size or None = one logical batch per forward, its source) for ``trainer.micro_batch_size``
+    (validated by :mod:`aotp.config_checks`): null -> (None, "batch_size"); an integer m -> (min(m, step's
+    examples), "config"); ``auto`` -> (:func:`auto_micro_batch_start`, "auto"), or (None, "batch_size") where
+    that is None."""
+    step_examples = batch_size * accumulation
+    if option is None:
+        return None, "batch_size"
+    if str(option) == "auto":
+        start = auto_micro_batch_start(device, step_examples)
+        return (None, "batch_size") if start is None else (int(start), "auto")
+    return min(int(option), step_examples), "config"
+
+
 def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm: Optional[float]) -> bool:
     """One optimizer step after the micro-batches' backward passes: unscale (fp16) and clip the
     gradients, step, update the loss scale, advance the schedule, zero the gradients. Returns False
@@ -206,11 +318,16 @@ class Fitted:
     steps; the restored model holds the best state), the planned ``total_steps``, and ``best_scores``: the
     eval splits' scores of the best state when they were computed in fp32 in this process (the runner's
     inference check then needs no extra pass); None after a resume to a best state evaluated earlier or
-    under mixed precision (recompute them)."""
+    under mixed precision (recompute them). ``micro_batch``: how the steps were split into forwards
+    (``trainer.micro_batch_size``): ``micro_batch_size`` (examples per forward; the logical batch size when
+    unsplit), ``micro_batch_source`` ("batch_size": one logical batch per forward; "config": the option's
+    integer; "auto": the size the CUDA out-of-memory search settled on) and ``accumulation_steps``
+    (micro-batches per full optimizer step); None where no loop said (an older caller)."""
 
     state: dict[str, Any]
     total_steps: int
     best_scores: Optional[dict[str, np.ndarray]] = None
+    micro_batch: Optional[dict[str, Any]] = None
 
 
 class Trainer:
@@ -245,6 +362,12 @@ class Trainer:
         self.num_workers = default_num_workers(device) if workers is None else int(workers)
         pin = cfg.get("pin_memory")
         self.pin_memory = device.type == "cuda" if pin is None else bool(pin) and device.type == "cuda"
+        # examples per forward/backward (None: one logical batch each); auto may halve it during fit
+        self.micro_batch_size, self.micro_batch_source = resolve_micro_batch(
+            cfg.get("micro_batch_size"), self.batch_size, self.accumulation, device)
+        if cfg.get("micro_batch_size") == "auto" and self.micro_batch_source != "auto":
+            log.info("trainer.micro_batch_size=auto on %s: no out-of-memory search off CUDA, one logical batch of %d "
+                     "per forward", device.type, self.batch_size)
 
     def epoch_order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -252,7 +375,17 @@ class Trainer:
 
     def fitted(self, state: dict[str, Any]) -> Fitted:
         """The :class:`Fitted` of a finished loop ``state`` (``fit``'s, or a packed run's)."""
-        return Fitted(state, self.total_steps, self._best_scores)
+        return Fitted(state, self.total_steps, self._best_scores, micro_batch=self.micro_batch())
+
+    def micro_batch(self) -> dict[str, Any]:
+        """The split of this run's steps into forwards (:attr:`Fitted.micro_batch`): after ``fit``, the size
+        ``auto`` settled on."""
+        step_examples = self.batch_size * self.accumulation
+        if self.micro_batch_size is None:
+            return {"micro_batch_size": self.batch_size, "micro_batch_source": self.micro_batch_source,
+                    "accumulation_steps": self.accumulation}
+        return {"micro_batch_size": self.micro_batch_size, "micro_batch_source": self.micro_batch_source,
+                "accumulation_steps": math.ceil(step_examples / self.micro_batch_size)}
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's batches of example indices: a function of (seed, epoch) only, so a resumed run
@@ -328,35 +461,64 @@ class Trainer:
         progress = tqdm(total=self.total_steps, initial=state["step"], desc=f"train {self.spec.full_name}",
                         disable=not cfg.get("progress", True), dynamic_ncols=True)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        done = state["step"] >= self.total_steps or state["stopped_early"]
-        while not done:
-            batches = self.epoch_batches(state["epoch"])
-            first = state["batch_in_epoch"]
-            micro = 0
-            tick = time.perf_counter()
-            examples_since = 0
-            loader = iter(self.batch_loader(batches[first:]))
-            for batch_index in range(first, len(batches)):
+
+        def accumulate(micro_batches: list[MicroBatch], loader) -> Optional[torch.Tensor]:
+            """Forward/backward of one step's micro-batches (the next ones of ``loader``); returns the logged
+            share of the step's loss (:func:`micro_batch_loss`), still on the device."""
+            logged = None
+            for micro_batch in micro_batches:
                 model.train()
                 batch = move(next(loader), device)
                 with autocast_context(device, cfg.precision):
                     logits = forward(**model_inputs(batch))
-                loss = model.loss(logits, batch["labels"]) / self.accumulation
+                loss, share = micro_batch_loss(model, logits, batch["labels"], micro_batch.parts, self.accumulation)
                 scaler.scale(loss).backward()
-                micro += 1
-                examples_since += len(batches[batch_index])
-                last_in_epoch = batch_index == len(batches) - 1
-                if micro % self.accumulation and not last_in_epoch:
+                if share is not None:
+                    logged = share if logged is None else logged + share
+            return logged
+
+        done = state["step"] >= self.total_steps or state["stopped_early"]
+        while not done:
+            batches = self.epoch_batches(state["epoch"])
+            # the epoch's optimizer steps left: consecutive groups of `accumulation` logical batches counted from
+            # the resume point (always a step boundary), the epoch's last group possibly shorter
+            starts = list(range(state["batch_in_epoch"], len(batches), self.accumulation))
+            tick = time.perf_counter()
+            examples_since = 0
+            position, loader, plan = 0, None, []
+            while position < len(starts):
+                if loader is None:  # the micro-batches of the epoch's remaining steps, collated ahead
+                    plan = [split_step(batches[start:start + self.accumulation], self.micro_batch_size)
+                            for start in starts[position:]]
+                    loader = iter(self.batch_loader([m.indices for step in plan for m in step]))
+                step_batches = batches[starts[position]:starts[position] + self.accumulation]
+                # auto: an out-of-memory step is redone at half the size from the same RNG state and zero gradients
+                searching = self.micro_batch_source == "auto" and self.micro_batch_size > 1
+                rng = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None) \
+                    if searching else None
+                out_of_memory = False
+                try:
+                    logged = accumulate(plan[0], loader)
+                except torch.cuda.OutOfMemoryError:
+                    if not searching:
+                        raise
+                    out_of_memory = True  # recover outside the handler, once its frames (and activations) are gone
+                if out_of_memory:
+                    self._halve_micro_batch(optimizer, rng)
+                    loader = None
                     continue
+                plan = plan[1:]
+                position += 1
+                examples_since += sum(len(b) for b in step_batches)
                 if not optimizer_step(optimizer, scheduler, scaler, trainable, cfg.get("max_grad_norm")):
                     state["skipped_steps"] += 1
                 state["step"] += 1
-                state["batch_in_epoch"] = batch_index + 1
+                state["batch_in_epoch"] = starts[position - 1] + len(step_batches)
                 finished = state["step"] >= self.total_steps
                 logs = state["step"] % self.log_every == 0
                 evaluates = state["step"] % self.eval_every == 0 or finished
                 if logs:  # the loss stays on the device until it is read with the others pending
-                    pending.append((state["step"], loss.detach(), scheduler.get_last_lr()[0], state["epoch"]))
+                    pending.append((state["step"], logged, scheduler.get_last_lr()[0], state["epoch"]))
                 checkpoints = evaluates or (self.checkpoint_every and state["step"] % self.checkpoint_every == 0)
                 # read before an evaluation or checkpoint (so metrics.jsonl has every step up to it) and every
                 # LOSS_READ_EVERY logged steps; the wait for the device belongs to training time
@@ -387,6 +549,25 @@ class Trainer:
         if best_state is not None:
             self.method.load_trainable_state_dict(model, {k: v.to(device) for k, v in best_state.items()})
         return self.fitted(state)
+
+    def _halve_micro_batch(self, optimizer, rng) -> None:
+        """After a step ran out of CUDA memory under ``micro_batch_size=auto``: drop the step's partial
+        gradients and the failed forward's memory, restore the RNG state the step started from (so the redone
+        step draws what it would have drawn), and halve the micro-batch for the rest of the run."""
+        failed = self.micro_batch_size
+        optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        cpu_state, cuda_state = rng
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, self.device)
+        self.micro_batch_size = failed // 2
+        message = (f"micro-batch of {failed} examples ran out of GPU memory; redoing the step with "
+                   f"{self.micro_batch_size} (trainer.micro_batch_size=auto)")
+        log.warning(message)
+        tqdm.write(message)
 
     def _evaluate_and_select(self, state: dict[str, Any], best_state):
         tick = time.perf_counter()

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,7 +162,8 @@ def test_a_packed_sweep_refuses_a_parallel_launcher_and_a_bad_pack(tmp_path, cap
     with pytest.raises(SystemExit) as refused:
         main(["pack=4", *[a for a in arguments(tmp_path) if a != "hydra/launcher=basic"], "hydra/launcher=slurm"])
     assert refused.value.code == 2
-    assert "hydra/launcher=slurm: a packed sweep runs its packs one after another" in capsys.readouterr().err
+    assert ("hydra/launcher=slurm: a packed sweep runs its jobs in this process (LAUNCHER=basic) or one per local GPU "
+            "(LAUNCHER=local_gpus); run PACK=1 for the slurm launcher") in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:
         main(["pack=0", *arguments(tmp_path)])
     assert refused.value.code == 2 and "pack='0'" in capsys.readouterr().err
@@ -201,3 +203,101 @@ def test_the_plan_packs_runs_that_differ_only_in_seed_and_lr(tmp_path):
     planned, done = jobs([], pack=4)
     assert done == [folder.name]
     assert sorted(size for size, task, m in planned if (task, m) == ("glue-rte", "aot_fc")) == [3]
+
+
+# ----------------------------------------------------------------- one job per GPU (LAUNCHER=local_gpus)
+
+JOBS_LOG = "AOTP_TEST_PACKED_JOBS"  # folder where recording_run_job notes each job (inherited by the workers)
+
+
+def recording_run_job(job, plain):
+    """:func:`aotp.sweep_pack.run_job` as a local_gpus worker runs it, noting the CUDA_VISIBLE_DEVICES it ran
+    under, its pid and its start and end times. The first job to start waits (up to 300 s) until a second one has
+    started, so that a pool that runs two jobs at once is seen to (one worker alone would time out here)."""
+    from aotp.sweep_pack import run_job
+
+    folder = Path(os.environ[JOBS_LOG])
+    note = {"names": job.names, "pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time()}
+    (folder / f"{job.position}.start").write_text(json.dumps(note))
+    deadline = time.time() + 300
+    while len(list(folder.glob("*.start"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        return run_job(job, plain)
+    finally:
+        (folder / f"{job.position}.json").write_text(json.dumps({**note, "end": time.time()}))
+
+
+def test_a_packed_sweep_on_local_gpus_runs_one_job_per_gpu_at_once_and_writes_the_sequential_records(tmp_path,
+                                                                                                      monkeypatch):
+    """PACK=4 with LAUNCHER=local_gpus on fake GPU ids 0 and 1 (this CPU): the 5 jobs (a pack of the 4 AoT runs,
+    4 BitFit runs alone, one of them made to fail) all run, in 2 spawned workers pinned to distinct ids through
+    the lock files, two jobs at once; the records equal the sequential packed sweep's (same configs, ids,
+    statuses, metrics, selections and weights), the failed run recorded failed in both; a rerun skips every
+    finished run."""
+    import aotp.sweep_pack as sweep_pack
+
+    # one BitFit run gets 16 positions for 64-token batches: its forward raises, the run is recorded failed
+    fail = ["model.max_position_embeddings='${oc.select:\"experiment.fail.${method.name}_${seed}_${experiment.lr_index}\""
+            ",256}'", "+experiment.fail.bitfit_2_1=16"]
+    assert sweep_pack.main(["pack=4", *arguments(tmp_path / "sequential"), *fail]) == 0
+    sequential = records(tmp_path / "sequential")
+
+    log = tmp_path / "jobs"
+    log.mkdir()
+    monkeypatch.setenv(JOBS_LOG, str(log))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(sweep_pack, "run_job", recording_run_job)  # pickled by name: the workers import it
+    pool = ["hydra/launcher=local_gpus", "hydra.launcher.n_jobs=2", "hydra.callbacks.pin_gpu.gpus=[0,1]",
+            f"hydra.callbacks.pin_gpu.lock_dir={tmp_path / 'locks'}"]
+    parallel_args = [a for a in arguments(tmp_path / "parallel") if a != "hydra/launcher=basic"]
+    assert sweep_pack.main(["pack=4", *parallel_args, *pool, *fail]) == 0
+    parallel = records(tmp_path / "parallel")
+
+    jobs = sorted((json.loads(p.read_text()) for p in log.glob("*.json")), key=lambda j: j["start"])
+    assert len(jobs) == 5 and sorted(len(j["names"]) for j in jobs) == [1, 1, 1, 1, 4]  # every job ran, once
+    assert sorted(n for j in jobs for n in j["names"]) == sorted(parallel)
+    gpu_of = {}
+    for job in jobs:  # each worker process stayed on one GPU id, and no two workers shared one
+        assert gpu_of.setdefault(job["pid"], job["gpu"]) == job["gpu"]
+    assert sorted(gpu_of.values()) == ["0", "1"]
+    first, second = jobs[:2]
+    assert first["gpu"] != second["gpu"] and second["start"] < first["end"]  # two jobs at once, on distinct GPUs
+
+    assert set(parallel) == set(sequential) and len(parallel) == 8
+    failed = [n for n, r in parallel.items() if r["status"] == "failed"]
+    assert failed == [n for n, r in sequential.items() if r["status"] == "failed"] and len(failed) == 1
+    assert failed[0].split("__")[2] == "bitfit" and "RuntimeError" in parallel[failed[0]]["error"]
+    for name, want in sequential.items():
+        got = parallel[name]
+        assert (got["run_id"], got["status"]) == (want["run_id"], want["status"]), name
+        assert {**got["config"], "paths": None} == {**want["config"], "paths": None}, name  # all but the folders
+        if want["status"] != "success":
+            continue
+        assert got["metrics"] == want["metrics"], name
+        assert got["selection"]["history"] == want["selection"]["history"], name
+        for key, value in weights(want).items():
+            assert torch.equal(weights(got)[key], value), (name, key)
+
+    # a rerun: the 7 finished runs are skipped, the failed one is retried (and fails again) on a GPU of the pool
+    before = {p: p.read_bytes() for p in (tmp_path / "parallel" / "runs").glob("*/result.json") if p.parent.name not in failed}
+    for path in log.iterdir():
+        path.unlink()
+    (log / "primer.start").write_text("{}")  # the single job left need not wait for a second one
+    assert sweep_pack.main(["pack=4", *parallel_args, *pool, *fail]) == 0
+    assert [json.loads(p.read_text())["names"] for p in log.glob("*.json")] == [failed]
+    assert all(path.read_bytes() == content for path, content in before.items())
+
+
+def test_local_gpus_pool_of_a_packed_sweep_is_the_pool_of_single_runs(tmp_path, monkeypatch):
+    """hydra.callbacks.pin_gpu.gpus > the CUDA_VISIBLE_DEVICES the sweep started with > 0..n_jobs-1, as the
+    local_gpus callback resolves it for single runs; workers = hydra.launcher.n_jobs."""
+    from aotp.sweep_pack import local_gpu_pool
+
+    plain = ["experiment=smoke_tiny", "hydra/launcher=local_gpus", "hydra.launcher.n_jobs=2",
+             f"hydra.callbacks.pin_gpu.lock_dir={tmp_path}"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert local_gpu_pool(plain) == (["3", "5"], str(tmp_path), 86400.0, 2)
+    assert local_gpu_pool([*plain, "hydra.callbacks.pin_gpu.gpus=[0,1]"])[0] == ["0", "1"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert local_gpu_pool([*plain[:2], "hydra.launcher.n_jobs=3"])[0] == ["0", "1", "2"]

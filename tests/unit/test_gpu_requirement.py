@@ -49,6 +49,8 @@ def test_paper_experiments_require_a_gpu_and_it_is_not_in_the_run_id():
     cfg = compose(PAPER_RUN)
     assert cfg.trainer.require_gpu is True
     assert compose(["task=glue/rte", "method=aot_fc"]).trainer.require_gpu is False  # a plain run does not
+    # nor the CPU smoke sweep that shares the paper grid
+    assert compose(["experiment=smoke_tiny", "task=glue/rte", "method=aot_fc"]).trainer.require_gpu is False
     assert run_id(to_container(cfg)) == run_id(to_container(compose([*PAPER_RUN, "trainer.require_gpu=false"])))
 
 

@@ -221,6 +221,22 @@ def test_makefile_reproduce_runs_the_experiment_with_the_launcher():
     assert "-m aotp.results.aggregate results=results/runs output=results/tables" in tables.stdout
 
 
+def test_makefile_packed_reproduce_keeps_the_launcher_and_budgets_k_checkpoints_per_gpu():
+    """PACK=K with LAUNCHER=local_gpus runs the packed sweep with the local_gpus launcher (one job per GPU) and
+    budgets K x NUM_GPUS checkpoints at once; with the basic launcher K."""
+    def dry(*extra):
+        result = subprocess.run(["make", "-n", "reproduce", "EXPERIMENT=smoke_tiny", "PACK=4", *extra], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    gpus = dry("LAUNCHER=local_gpus", "NUM_GPUS=2")
+    assert ("-m aotp.sweep_pack pack=4 experiment=smoke_tiny hydra/launcher=local_gpus hydra.launcher.n_jobs=2 "
+            "paths.results=results/runs") in gpus
+    assert "budget=true check_disk=results/runs jobs=8 " in gpus
+    assert "budget=true check_disk=results/runs jobs=4 experiment=smoke_tiny hydra/launcher=basic " in dry()
+
+
 # ----------------------------------------------------------------------------------------- GPU pool
 
 
