@@ -1,4 +1,4 @@
-"""python -m aotp.standin models output=DIR [only=[roberta_large,...]]
+"""python -m aotp.standin models output=DIR [only=[roberta_large,...]] [size=small|full]
 python -m aotp.standin datasets output=DIR [data.root=[../shared/data,...]] [max_rows=50]
 
 Builds the offline stand-ins; then ``HF_HOME=DIR HF_HUB_OFFLINE=1 python -m aotp.run model=roberta_large ...``
@@ -21,13 +21,15 @@ def models_options() -> list[Option]:
     return [Option("output", "the stand-in HF_HOME (models go to <output>/hub)", required=True, kind=Path,
                    metavar="DIR", flags=("--out",)),
             Option("only", "model config names (default: every source: hub model)", None, many=True,
-                   metavar="MODEL")]
+                   metavar="MODEL"),
+            Option("size", "small: hidden 32, 2-3 layers (MBs); full: the publisher's config.json dimensions, random "
+                   "weights (roberta_large: 1.42 GB)", "small", choices=("small", "full"))]
 
 
 def models_main(args) -> int:
     from aotp.standin.models import build_model_hub
 
-    snapshots = build_model_hub(args.out, args.only)
+    snapshots = build_model_hub(args.out, args.only, args.size)
     for name, snapshot in snapshots.items():
         files = ", ".join(sorted(p.name for p in snapshot.iterdir()))
         print(f"{name}: {snapshot.relative_to(args.out)} ({files})")

@@ -40,6 +40,12 @@ is what matters for it): 128,100 x 32 floats = 16 MB in fp32, 8 MB as the fp16 f
 the trained vocabulary are rows no input reaches, as the unused rows 128,001..128,099 are in the real
 DeBERTa-v3. The mask token therefore sits at the end of the trained vocabulary, not at 50,264 / 128,000;
 fine-tuning never feeds it.
+
+``size="full"`` (``python -m aotp.standin models size=full``) keeps the publisher's dimensions instead:
+config.json as published (RoBERTa-large: 24 layers, hidden 1,024, 16 heads, intermediate 4,096,
+vocabulary 50,265; 355,359,744 parameters in ``RobertaForMaskedLM``), random weights, the same small
+trained tokenizer. It is the checkpoint's real shape for timing and memory checks on a GPU
+(``scripts/gpu_check.sh``): RoBERTa-large's ``model.safetensors`` is 1.42 GB (fp32), built in seconds.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ FIXTURE_TEXT = REPO_ROOT / "tests" / "fixtures" / "data"
 # base and large checkpoints so that code depending on L (the AoT table, P-Tuning v2 prefixes) sees two values.
 SMALL = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 128}
 SMALL_LAYERS = {"base": 2, "large": 3}
+
+# Stand-in sizes: "small" shrinks the backbone to SMALL / SMALL_LAYERS, "full" keeps the publisher's config.json.
+SIZES = ("small", "full")
 
 # Trained vocabulary sizes (learned pieces, specials included).
 BPE_VOCAB_SIZE = 1000
@@ -149,13 +158,23 @@ def hub_models(config_dir: Path = MODEL_CONFIGS) -> list[HubModel]:
     return models
 
 
-def publisher_config(model: HubModel) -> dict[str, Any]:
-    """config.json: the publisher's keys and values, with the backbone shrunk to ``SMALL``."""
+def publisher_config(model: HubModel, size: str = "small") -> dict[str, Any]:
+    """config.json: the publisher's keys and values, with the backbone shrunk to ``SMALL`` (``size="small"``)
+    or at the publisher's own dimensions (``size="full"``: ``architecture:`` of the model config, which
+    holds the checkpoint's config.json shape)."""
+    if size not in SIZES:
+        raise ValueError(f"stand-in size {size!r}; valid: {', '.join(SIZES)}")
     publisher = PUBLISHERS[model.family]
     config = {**publisher.config_extras, **model.architecture, "model_type": publisher.model_type}
-    config.update(SMALL, num_hidden_layers=SMALL_LAYERS[model.size])
+    if size == "full":
+        missing = [key for key in (*SMALL, "num_hidden_layers", "vocab_size") if key not in config]
+        if missing:
+            raise ValueError(f"configs/model/{model.name}.yaml: architecture has no {', '.join(missing)}; a full-size "
+                             f"stand-in needs the checkpoint's config.json dimensions")
+    else:
+        config.update(SMALL, num_hidden_layers=SMALL_LAYERS[model.size])
     if model.hub_id in STATES_HEAD_SIZE:
-        config["attention_head_size"] = SMALL["hidden_size"] // SMALL["num_attention_heads"]
+        config["attention_head_size"] = config["hidden_size"] // config["num_attention_heads"]
     if isinstance(config.get("pos_att_type"), list):
         config["pos_att_type"] = "|".join(config["pos_att_type"])  # the publisher writes "p2c|c2p"
     if model.family != "roberta" and config.get("pad_token_id") == 0:
@@ -225,14 +244,26 @@ def _write_bpe_files(folder: Path, vocab: dict, merges: list[str]) -> None:
 
 @TOKENIZER_WRITERS.register("roberta_bpe")
 def write_roberta_tokenizer(folder: Path, sentences: list[str]) -> None:
-    """vocab.json + merges.txt, and the tokenizer.json the hub repository also ships (here: the same
-    BPE converted by transformers, with RoBERTa's ``<s> A </s></s> B </s>`` post-processor)."""
-    from transformers import RobertaTokenizerFast
+    """vocab.json + merges.txt, and the tokenizer.json the hub repository also ships: the same BPE with
+    RoBERTa's ``<s> A </s></s> B </s>`` post-processor, byte-level pre-tokenizer and decoder, the four
+    specials (normalized) and ``<mask>`` (lstrip), built with ``tokenizers`` directly. The file is byte for
+    byte what transformers 4.57's ``RobertaTokenizerFast(vocab_file=..., merges_file=...)`` conversion
+    saves; transformers 5 dropped those arguments (``vocab``/``merges`` instead) and would silently save an
+    empty vocabulary, so the conversion no longer goes through transformers."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    vocab, merges = _byte_level_bpe(sentences, ["<s>", "<pad>", "</s>", "<unk>"], "<mask>")
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocab, merges = _byte_level_bpe(sentences, specials, "<mask>")
     _write_bpe_files(folder, vocab, merges)
-    fast = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
-    fast.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(line.split(" ")) for line in merges], dropout=None,
+                                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", vocab["</s>"]), ("<s>", vocab["<s>"]),
+                                                            trim_offsets=True, add_prefix_space=False)
+    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=True) for token in specials]
+                                 + [AddedToken("<mask>", special=True, lstrip=True, normalized=False)])
+    tokenizer.save(str(folder / "tokenizer.json"))
 
 
 @TOKENIZER_WRITERS.register("deberta_gpt2_bpe")
@@ -337,22 +368,24 @@ def install_snapshot(staging: Path, hub_cache: Path, model: HubModel, ref: str =
     return snapshot
 
 
-def build_model(model: HubModel, hub_cache: Path, sentences: list[str] | None = None) -> Path:
-    """One stand-in checkpoint in the cache; returns its snapshot folder."""
+def build_model(model: HubModel, hub_cache: Path, sentences: list[str] | None = None, size: str = "small") -> Path:
+    """One stand-in checkpoint in the cache (``size``: :data:`SIZES`); returns its snapshot folder."""
     publisher = PUBLISHERS[model.family]
     sentences = sentences if sentences is not None else fixture_sentences()
     with tempfile.TemporaryDirectory(dir=hub_cache) as staging_name:
         staging = Path(staging_name)
-        (staging / "config.json").write_text(json.dumps(publisher_config(model), indent=2) + "\n")
+        (staging / "config.json").write_text(json.dumps(publisher_config(model, size), indent=2) + "\n")
         (staging / "tokenizer_config.json").write_text(json.dumps(publisher.tokenizer_config) + "\n")
         TOKENIZER_WRITERS.get(publisher.tokenizer)(staging, sentences)
         write_weights(staging, model)
         return install_snapshot(staging, hub_cache, model)
 
 
-def build_model_hub(out: Path, names: Iterable[str] | None = None) -> dict[str, Path]:
-    """Stand-ins of every ``source: hub`` model (or of ``names``) under ``<out>/hub`` (``HF_HOME=<out>``).
-    Returns model name -> snapshot folder."""
+def build_model_hub(out: Path, names: Iterable[str] | None = None, size: str = "small") -> dict[str, Path]:
+    """Stand-ins of every ``source: hub`` model (or of ``names``) under ``<out>/hub`` (``HF_HOME=<out>``), at
+    ``size`` (:data:`SIZES`). Returns model name -> snapshot folder."""
+    if size not in SIZES:
+        raise ValueError(f"stand-in size {size!r}; valid: {', '.join(SIZES)}")
     models = hub_models()
     if names is not None:
         wanted = list(names)
@@ -364,4 +397,4 @@ def build_model_hub(out: Path, names: Iterable[str] | None = None) -> dict[str, 
     hub_cache = Path(out) / "hub"
     hub_cache.mkdir(parents=True, exist_ok=True)
     sentences = fixture_sentences()
-    return {model.name: build_model(model, hub_cache, sentences) for model in models}
+    return {model.name: build_model(model, hub_cache, sentences, size) for model in models}
