@@ -22,12 +22,15 @@ routing (:data:`SERVERS`) and names no method:
   matmuls (``torch.bmm``). A single-task batch takes the plain LoRA path (two ``F.linear``).
 * ``per_task_copies`` (LoRA, merged): cannot mix -- the update lives inside W, so every task needs
   its own copy of the weights; served as T per-task batches through T merged models.
-* ``batch_split`` (bottleneck adapters, P-Tuning v2 prefixes): AdapterHub's ``BatchSplit``
-  composition routes contiguous slices of a batch to different adapters (``adapters`` 1.3.0
-  supports it for bottleneck adapters and prefix tuning; its row-routing ``MultiTask`` block exists
-  for LoRA only). The mixed batch is sorted by task (stable), run once with
-  ``BatchSplit(*tasks_present, batch_sizes=counts)`` (inside each layer every adapter runs on its
-  slice; prefix keys/values are per row), and the outputs are put back in the original order.
+* ``stacked_adapters`` (bottleneck adapters, P-Tuning v2 prefixes): :class:`StackedAdapterServer` builds
+  each task's model as a run does and keeps one backbone whose every adapter holds all T tasks' weights:
+  :class:`RoutedBottleneck` stacks ``W_down: (T, m, d)``, ``W_up: (T, d, m)`` and their biases and computes
+  ``W_up[task(r)] f(W_down[task(r)] z + b_down[task(r)]) + b_up[task(r)]`` with the weights gathered per row
+  and two batched matmuls (``torch.baddbmm``); :class:`RoutedPrefixEncoder` stacks the T flat prefixes
+  ``(T, p, L, 2, d)`` and gives row r its task's keys/values (a gather; the prefix is per row anyway); layer norms
+  a method trains (Houlsby's) become :class:`RoutedLayerNorm` (their affine gathered per row), and any other
+  module that differs between the tasks is refused. The batch is served in its own order, one backbone pass. A single-task batch takes the plain path (``F.linear``,
+  one prefix expanded).
 * no routing (full fine-tuning, BitFit): cannot mix -- task-specific backbone weights; T per-task
   batches through T full models, the same computation as ``per_task_copies`` (not timed separately).
 """
@@ -46,7 +49,9 @@ from torch import nn
 
 from aotp.bench.variants import build_variant, method_options, method_order, perturb_, resolve
 from aotp.methods import METHODS, InferenceVariant
+from aotp.methods.bottleneck_adapters import Bottleneck
 from aotp.methods.lora import LoRALinear
+from aotp.methods.ptuning_v2 import PrefixEncoder
 from aotp.models import TaskModel
 
 
@@ -321,55 +326,147 @@ class MergedLoRAServer(Server):
         return [m.backbone for m in self.models[:tasks]] + self.heads[:tasks]
 
 
-# -- AdapterHub (bottleneck adapters, prefix tuning) --------------------------------------------------
-class AdapterHubServer(Server):
-    """Routing ``batch_split``: T adapters of the method on one AdapterHub model."""
+# -- bottleneck adapters, prefixes -------------------------------------------------------------------------------
+def _row_check(x: torch.Tensor, row_tasks: torch.Tensor, what: str) -> None:
+    if x.shape[0] != row_tasks.shape[0]:
+        raise ValueError(f"per-example {what} routing needs one leading row per example ({row_tasks.shape[0]}), "
+                         f"got {tuple(x.shape)}")
 
-    def __init__(self, method: str, variant: str, base: TaskModel, tasks: int, seed: int, scale: float,
-                 heads: list[nn.Module], options: Optional[dict[str, Any]] = None):
+
+class RoutedBottleneck(nn.Module):
+    """A site's adapter with every task's weights stacked (``bank_*``, leading dim T):
+    ``A_t(z) = W_up[t] f(W_down[t] z + b_down[t]) + b_up[t]``, t the task of each row (see the module docstring)."""
+
+    def __init__(self, adapters: list[Bottleneck], router: Router):
+        super().__init__()
+        self.act, self.router = adapters[0].act, router
+        for name, get in (("down_weight", lambda a: a.down.weight), ("down_bias", lambda a: a.down.bias),
+                          ("up_weight", lambda a: a.up.weight), ("up_bias", lambda a: a.up.bias)):
+            bank = torch.stack([get(a).detach() for a in adapters])
+            self.register_parameter(f"bank_{name}", nn.Parameter(bank, requires_grad=False))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        task, row_tasks = self.router.task, self.router.row_tasks
+        if task is not None:
+            down = F.linear(z, self.bank_down_weight[task], self.bank_down_bias[task])
+            return F.linear(self.act(down), self.bank_up_weight[task], self.bank_up_bias[task])
+        _row_check(z, row_tasks, "adapter")
+        flat = z.reshape(z.shape[0], -1, z.shape[-1])  # (N, S, d)
+        down = torch.baddbmm(self.bank_down_bias.index_select(0, row_tasks).unsqueeze(1), flat,
+                             self.bank_down_weight.index_select(0, row_tasks).transpose(1, 2))
+        up = torch.baddbmm(self.bank_up_bias.index_select(0, row_tasks).unsqueeze(1), self.act(down),
+                           self.bank_up_weight.index_select(0, row_tasks).transpose(1, 2))
+        return up.view(*z.shape[:-1], up.shape[-1])
+
+
+class RoutedPrefixEncoder(nn.Module):
+    """``backbone.prefix_encoder`` with every task's flat prefix stacked, ``bank_prefix: (T, p, L, 2, d)``:
+    row r gets its task's keys/values (inference: no dropout)."""
+
+    def __init__(self, encoders: list[PrefixEncoder], router: Router):
+        super().__init__()
+        self.shape, self.router = encoders[0].shape, router
+        self.bank_prefix = nn.Parameter(torch.stack([e.table().detach() for e in encoders]), requires_grad=False)
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        task, row_tasks = self.router.task, self.router.row_tasks
+        if task is not None:
+            return self.bank_prefix[task].unsqueeze(0).expand(batch_size, *self.shape)
+        if batch_size != row_tasks.shape[0]:
+            raise ValueError(f"per-example prefix routing needs one row per example ({row_tasks.shape[0]}), got {batch_size}")
+        return self.bank_prefix.index_select(0, row_tasks)
+
+
+class RoutedLayerNorm(nn.Module):
+    """A layer norm whose affine part is task-specific (Houlsby's trained layer norms): the module's own
+    normalisation with a unit affine, then ``weight[task(r)] * x + bias[task(r)]``."""
+
+    def __init__(self, norms: list[nn.Module], router: Router):
+        super().__init__()
+        self.router = router
+        self.norm = copy.deepcopy(norms[0]).requires_grad_(False)
+        with torch.no_grad():
+            self.norm.weight.fill_(1.0)
+            self.norm.bias.zero_()
+        self.bank_weight = nn.Parameter(torch.stack([n.weight.detach() for n in norms]), requires_grad=False)
+        self.bank_bias = nn.Parameter(torch.stack([n.bias.detach() for n in norms]), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = self.norm(x)
+        task, row_tasks = self.router.task, self.router.row_tasks
+        if task is not None:
+            return normed * self.bank_weight[task] + self.bank_bias[task]
+        _row_check(x, row_tasks, "layer-norm")
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        return (normed * self.bank_weight.index_select(0, row_tasks).view(shape)
+                + self.bank_bias.index_select(0, row_tasks).view(shape))
+
+
+ROUTED_MODULES: dict[type, type] = {Bottleneck: RoutedBottleneck, PrefixEncoder: RoutedPrefixEncoder}
+
+
+def _routed_form(name: str, modules: list[nn.Module]) -> Optional[type]:
+    """The routed class for the module ``name`` of the T task models: the adapter modules always; a layer norm
+    whose affine differs by task (a method that trains the layer norms); None where all tasks share it."""
+    if type(modules[0]) in ROUTED_MODULES:
+        return ROUTED_MODULES[type(modules[0])]
+    own = [dict(m.named_parameters(recurse=False)) for m in modules]
+    if all(torch.equal(p, other[n]) for other in own[1:] for n, p in own[0].items()):
+        return None
+    if name.endswith("LayerNorm") and set(own[0]) == {"weight", "bias"}:
+        return RoutedLayerNorm
+    raise ValueError(f"routing stacked_adapters: the tasks' {name} ({type(modules[0]).__name__}) differ and cannot be routed")
+
+
+class StackedAdapterServer(Server):
+    """Routing ``stacked_adapters``: T tasks of the method on one backbone (see the module docstring). Task t's
+    model is built as the single-task benchmark builds it (``build_variant``, seed ``seed + t``); task 0's model
+    is kept with every adapter module (:data:`ROUTED_MODULES`) replaced by its routed, T-task form."""
+
+    def __init__(self, method: str, variant: str, base: TaskModel, tasks: int, work_dir: Path, seed: int,
+                 scale: float, heads: list[nn.Module]):
         super().__init__(heads)
         self.method, self.variant = method, variant
-        form = form_of(f"{method}/{variant}")
-        self.mixing = form.mixing
-        opts = {**method_options(method), **form.options, **(options or {})}
-        method_obj = METHODS.get(method)(**opts)
-        torch.manual_seed(seed)
-        self.model = copy.deepcopy(base)
-        method_obj.apply(self.model)  # adds the adapter named after the method
-        self.names = [method_obj.name] + [f"{method_obj.name}_task{t}" for t in range(1, tasks)]
-        for name in self.names[1:]:
-            self.model.backbone.add_adapter(name, config=method_obj.library_config())
-        marker = method_obj.module_marker
-        parameters = [p for n, p in self.model.named_parameters() if marker in n]
-        perturb_(parameters, torch.Generator().manual_seed(seed), scale)
-        method_obj.prepare_for_inference(self.model, None)
+        self.mixing = form_of(f"{method}/{variant}").mixing
+        built = [build_variant(f"{method}/{variant}", base, work_dir / f"{method}_{variant}_task{t}", seed + t, scale).model
+                 for t in range(tasks)]
+        self.model = built[0]
+        self.router = Router()
+        if not any(type(m) in ROUTED_MODULES for m in self.model.modules()):
+            raise ValueError(f"{method}/{variant}: routing stacked_adapters found none of "
+                             f"{', '.join(c.__name__ for c in ROUTED_MODULES)} in the model")
+        routes = []
+        for name, _ in self.model.named_modules():
+            if name and not any(name.startswith(done + ".") for done, _, _ in routes):
+                modules = [model.get_submodule(name) for model in built]
+                form = _routed_form(name, modules)
+                if form is not None:
+                    routes.append((name, form, modules))
+        for name, form, modules in routes:
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name), child, form(modules, self.router))
+        del built
         self.model.eval().requires_grad_(False)
-        self.marker = marker
-
-    def _run(self, setup, inputs):
-        from adapters import AdapterSetup
-
-        with AdapterSetup(setup):
-            return _encode(self.model, inputs)
 
     def encode_mixed(self, inputs, row_tasks):
-        from adapters import BatchSplit
-
-        order = torch.argsort(row_tasks, stable=True)
-        present, counts = torch.unique_consecutive(row_tasks.index_select(0, order), return_counts=True)
-        setup = BatchSplit(*[self.names[t] for t in present.tolist()], batch_sizes=counts.tolist())
-        states = self._run(setup, {k: v.index_select(0, order) for k, v in inputs.items()})
-        return torch.empty_like(states).index_copy_(0, order, states)
+        self.router.task, self.router.row_tasks = None, row_tasks
+        try:
+            return _encode(self.model, inputs)
+        finally:
+            self.router.row_tasks = None
 
     def encode_single(self, inputs, task):
-        return self._run(self.names[task], inputs)
+        self.router.task = task
+        try:
+            return _encode(self.model, inputs)
+        finally:
+            self.router.task = None
 
     def weights(self, tasks):
-        keep = set(self.names[:tasks])
-        shared = [p for n, p in self.model.named_parameters() if self.marker not in n]
-        own = [p for n, p in self.model.named_parameters()
-               if self.marker in n and n.split(self.marker, 1)[1].split(".", 1)[0] in keep]
-        return shared + own + list(self.model.buffers()) + self.heads[:tasks]
+        # The banks hold all T_max tasks; count the backbone and the banks' first `tasks` tasks.
+        shared = [p for n, p in self.model.named_parameters() if ".bank_" not in n]
+        banks = [p[:tasks].clone() for n, p in self.model.named_parameters() if ".bank_" in n]
+        return shared + banks + list(self.model.buffers()) + self.heads[:tasks]
 
 
 def _lora_servers(method: str, variant: str, ctx: dict[str, Any]) -> Server:
@@ -389,8 +486,9 @@ SERVERS: dict[str, Callable[[str, str, dict[str, Any]], Server]] = {
                                                           ctx["own_seed"], ctx["scale"], ctx["heads"], variant),
     "stacked_factors": _lora_servers,
     "per_task_copies": _lora_servers,
-    "batch_split": lambda method, variant, ctx: AdapterHubServer(method, variant, ctx["base"], ctx["tasks"],
-                                                                 ctx["own_seed"], ctx["scale"], ctx["heads"]),
+    "stacked_adapters": lambda method, variant, ctx: StackedAdapterServer(method, variant, ctx["base"], ctx["tasks"],
+                                                                          ctx["work_dir"], ctx["own_seed"], ctx["scale"],
+                                                                          ctx["heads"]),
 }
 
 

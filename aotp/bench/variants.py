@@ -17,8 +17,8 @@ method is benchmarked as it is. The registered ones:
 | bitfit / same_as_backbone       | the same computation as the backbone (only the biases differ)       |
 | lora / merged                   | ``prepare_for_inference`` merges B A into W: a plain backbone       |
 | lora / unmerged                 | ``apply`` only: W x + (alpha/r) B A x in every adapted projection   |
-| adapter_houlsby, adapter_pfeiffer / adapters | AdapterHub bottleneck adapters (nothing to merge)      |
-| ptuning_v2 / prefix{p}          | p prefix keys/values per layer (AdapterHub prefix tuning, flat)     |
+| adapter_houlsby, adapter_pfeiffer / adapters | bottleneck adapters (AdapterHub's placement; nothing to merge) |
+| ptuning_v2 / prefix{p}          | p prefix keys/values per layer (flat prefix tuning)                 |
 | aot_fc, aot_kron / materialized | per-layer gather from the (memory-mapped) table + add               |
 | aot_fc / materialized_bf16      | the same with the table stored in bf16 (cast to the model dtype)    |
 | aot_fc / materialized_previous  | the same table through the hooks as they were before (dense gather) |

@@ -1,85 +1,96 @@
-"""Shared glue for the methods built on AdapterHub ``adapters`` (bottleneck adapters, P-Tuning v2).
+"""What aotp's own bottleneck adapters and prefixes keep from AdapterHub ``adapters``, the library they replace.
 
-``adapters.init(backbone)`` swaps the backbone's module classes for adapter-aware ones in place;
-``add_adapter`` then injects the method's modules, whose parameters are named
-``...adapters.<name>...`` (bottleneck) or ``...prefix_tunings.<name>...`` (prefix tuning), so the
-trainable set is decidable by name.
+``adapter_houlsby``, ``adapter_pfeiffer`` and ``ptuning_v2`` were built on AdapterHub ``adapters`` 1.3
+(which pins transformers 4.57); they are now aotp's own modules (:mod:`aotp.methods.bottleneck_adapters`,
+:mod:`aotp.methods.ptuning_v2`), equal to the library's computation (``tests/unit/test_adapterhub_equivalence.py``
+checks it where ``adapters`` is installed). Nothing here imports ``adapters``; this module holds the two
+things the native modules need to stay the library's runs:
 
-Library check (adapters 1.3.0, transformers 4.57): BertModel, RobertaModel, DebertaModel (v1) and
-DebertaV2Model are all supported as base models, including bottleneck adapters and prefix tuning
-(the prefix's attention-mask columns are always attended, and DeBERTa's relative-position scores
-are zero-padded over the prefix). One defect is repaired here: on DeBERTa v1,
-``adapters.init`` wraps the fused ``in_proj`` (built with ``bias=False``) in ``LoRAMergedLinear``,
-whose ``wrap`` creates an ``nn.Linear`` with a *freshly initialised* bias and copies the original
-bias only when there is one; that random bias changes the pretrained model's outputs even with no
-adapter attached. :func:`init_adapterhub` removes every bias the original module did not have.
-(The library's LoRA is not used: see :mod:`aotp.methods.lora`.)
+* **The random draws of ``adapters.init``.** ``adapters.init(backbone)`` re-creates some of every layer's
+  ``nn.Linear`` modules as LoRA-capable ones (``LoRALinear.wrap`` / ``LoRAMergedLinear.wrap``); each
+  re-creation runs ``nn.Linear.reset_parameters`` (Kaiming-uniform weight, uniform bias) on the global
+  generator before the pretrained weight is copied back, so it moves the generator without changing the
+  model. The adapters' own initialisation then draws from the moved generator. :func:`replay_init_draws`
+  makes the same draws, in the same order (per layer: the :data:`INIT_DRAWS` modules), so that with one
+  seed the native adapters and prefixes start from the library's values and every later draw (dropout,
+  data order) is the library run's. On DeBERTa v1 the library re-creates the bias-free fused ``in_proj``
+  *with* a freshly drawn bias (``LoRAMergedLinear.wrap`` passes no ``bias=False``), a random bias that the
+  old glue removed again (it changed the pretrained model's outputs); the draw is replayed, the bias is not.
+* **The parameter names.** :func:`native_state` renames a trainable state saved by the library-based methods
+  (``...adapters.<name>.adapter_down.0.weight``, ``...prefix_tunings.<name>.self_prefix.control_trans``)
+  to the native names, so warm starts (``method.init_from``) from runs made before the switch keep loading.
 """
 
 from __future__ import annotations
 
-import logging
-from abc import abstractmethod
-from dataclasses import replace
+import re
+from typing import Iterable
 
+import torch
 from torch import nn
 
-from aotp.methods.base import InferenceVariant, Method
-from aotp.models.task_model import TaskModel
+# family -> modules (paths inside ``encoder.layer.<i>``) that ``adapters.init`` re-creates, in the order it
+# does so within a layer (``BertLayerAdaptersMixin`` first: the FFN's two projections; then the self-attention
+# mixin: its projections). A trailing ``+bias`` marks a re-creation with a bias the original lacks.
+INIT_DRAWS: dict[str, tuple[str, ...]] = {
+    "bert": ("intermediate.dense", "output.dense", "attention.self.query", "attention.self.key",
+             "attention.self.value"),
+    "roberta": ("intermediate.dense", "output.dense", "attention.self.query", "attention.self.key",
+                "attention.self.value"),
+    "deberta": ("intermediate.dense", "output.dense", "attention.self.in_proj+bias"),
+    "deberta_v2": ("intermediate.dense", "output.dense", "attention.self.query_proj", "attention.self.key_proj",
+                   "attention.self.value_proj"),
+}
 
 
-def init_adapterhub(model: TaskModel) -> None:
-    """``adapters.init(model.backbone)``, leaving the backbone's function unchanged."""
-    import adapters
-
-    bias_free = {name for name, module in model.backbone.named_modules()
-                 if isinstance(module, nn.Linear) and module.bias is None}
-    adapters.init(model.backbone)
-    for name, module in model.backbone.named_modules():
-        if name in bias_free and isinstance(module, nn.Linear) and module.bias is not None:
-            module.register_parameter("bias", None)
-
-
-def add_and_activate(model: TaskModel, adapter_name: str, config) -> None:
-    """Attach one AdapterHub adapter (``config``) to the backbone and make it the active one."""
-    init_adapterhub(model)
-    was_training = model.training
-    model.backbone.add_adapter(adapter_name, config=config)
-    # set_active_adapters first resets LoRA merges inside a forward context that warns "adapters
-    # available but none are activated" -- true only until this very call returns; silence it.
-    mixin_logger = logging.getLogger("adapters.model_mixin")
-    level = mixin_logger.level
-    mixin_logger.setLevel(logging.ERROR)
-    try:
-        model.backbone.set_active_adapters(adapter_name)
-    finally:
-        mixin_logger.setLevel(level)
-    model.train(was_training)
+def replay_init_draws(backbone: nn.Module, family: str) -> int:
+    """Draw from the global generator what ``adapters.init(backbone)`` draws (see the module docstring);
+    the backbone is not changed. Returns the number of ``nn.Linear`` re-creations replayed."""
+    if family not in INIT_DRAWS:
+        raise ValueError(f"no AdapterHub init draws known for family {family!r}; add it to "
+                         f"aotp/methods/adapterhub.py:INIT_DRAWS (known: {', '.join(INIT_DRAWS)})")
+    count = 0
+    for layer in backbone.encoder.layer:
+        for spec in INIT_DRAWS[family]:
+            path, _, forced = spec.partition("+")
+            module = layer.get_submodule(path)
+            # exactly the library's re-creation: a default-device fp32 nn.Linear, reset_parameters() drawing
+            nn.Linear(module.in_features, module.out_features, bias=bool(forced) or module.bias is not None)
+            count += 1
+    return count
 
 
-class AdapterHubMethod(Method):
-    """A method whose modules AdapterHub injects: ``library_config()`` describes them, and their
-    parameters are the ones named ``...<module_marker><name>....``; everything else is frozen."""
+# AdapterHub parameter name (suffix after the backbone path) -> native name
+_BOTTLENECK_NAMES = ((re.compile(r"\.adapters\.[^.]+\.adapter_down\.0\.(weight|bias)$"), r".bottleneck.down.\1"),
+                     (re.compile(r"\.adapters\.[^.]+\.adapter_up\.(weight|bias)$"), r".bottleneck.up.\1"))
+_PREFIX_NAME = re.compile(r"^backbone\..*\.prefix_tunings\.[^.]+\.self_prefix\.(.+)$")
+_PREFIX_PARTS = {"control_trans": "prefix", "wte.weight": "embedding.weight",
+                 "control_trans.0.weight": "mlp.0.weight", "control_trans.0.bias": "mlp.0.bias",
+                 "control_trans.2.weight": "mlp.2.weight", "control_trans.2.bias": "mlp.2.bias"}
 
-    module_marker: str  # ".adapters." (bottleneck adapters) or ".prefix_tunings." (prefix tuning)
-    # Nothing to merge: the benchmark serves the adapters as they are. AdapterHub's BatchSplit
-    # composition routes contiguous slices of a batch to different adapters, so a batch sorted by
-    # task mixes tasks (routing "batch_split").
-    benchmark_variants = ("adapters",)
-    mixing_note = "mixes: AdapterHub BatchSplit (batch sorted by task, contiguous slices per adapter, unsorted)"
 
-    @classmethod
-    def inference_variant(cls, variant: str, dtype: str = "fp32") -> InferenceVariant:
-        return replace(super().inference_variant(variant, dtype), routing="batch_split")
+def native_name(name: str) -> str:
+    """The native parameter name of an AdapterHub bottleneck-adapter or prefix-tuning parameter (other names
+    are returned unchanged)."""
+    for pattern, replacement in _BOTTLENECK_NAMES:
+        if pattern.search(name):
+            return pattern.sub(replacement, name)
+    match = _PREFIX_NAME.match(name)
+    if match and match.group(1) in _PREFIX_PARTS:
+        return "backbone.prefix_encoder." + _PREFIX_PARTS[match.group(1)]
+    return name
 
-    @abstractmethod
-    def library_config(self):
-        """The ``adapters`` config object of this method's modules."""
 
-    def is_trainable(self, name: str) -> bool:
-        return f"{self.module_marker}{self.name}." in name
-
-    def apply(self, model: TaskModel) -> TaskModel:
-        add_and_activate(model, self.name, self.library_config())
-        self.freeze_all_but(model, self.is_trainable)
-        return model
+def native_state(state: dict[str, torch.Tensor], parameters: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``state`` with AdapterHub names renamed to the native ones and reshaped to the native parameters'
+    shapes (the library's flat prefix is a vector, the native one (p, L, 2, d) in the same order)."""
+    shapes = {name: parameter.shape for name, parameter in parameters}
+    renamed = {}
+    for name, value in state.items():
+        new = native_name(name)
+        if new in renamed:
+            raise KeyError(f"two saved parameters map to {new!r}: was the state saved with several adapters?")
+        if new != name and new in shapes and value.shape != shapes[new]:
+            value = value.reshape(shapes[new])
+        renamed[new] = value
+    return renamed

@@ -47,8 +47,9 @@ class InferenceVariant:
     * ``"task_tables"`` -- per-example task tables + heads, one backbone pass (AoT:
       :class:`aotp.inference.MultiTaskModel`);
     * ``"stacked_factors"`` -- every task's LoRA factors stacked, gathered per row;
-    * ``"batch_split"`` -- AdapterHub ``BatchSplit``: the batch sorted by task, contiguous slices
-      per adapter;
+    * ``"stacked_adapters"`` -- every task's bottleneck-adapter weights or prefix keys/values stacked,
+      gathered per row (aotp's own adapter modules, :mod:`aotp.methods.bottleneck_adapters`,
+      :mod:`aotp.methods.ptuning_v2`);
     * ``"per_task_copies"`` -- cannot mix: T per-task batches through T prepared copies (timed);
     * ``None`` -- cannot mix and not timed (the same computation per task as ``per_task_copies``).
     """

@@ -57,7 +57,8 @@ can be routed inside one forward.
   serving does), but the injected modules hold one (A, B) each; they would need a per-run bank and the
   row partition of the current batch. Not implemented.
 * Houlsby / Pfeiffer adapters: same shape of problem as LoRA (per-run adapter bank, routed by row);
-  the ``adapters`` library's modules take one adapter per forward. Not implemented.
+  the method's modules hold one adapter per site (the multi-task benchmark's per-row bank,
+  ``aotp.bench.multitask.RoutedBottleneck``, serves inference only). Not implemented.
 * P-Tuning v2: per-run prefix keys/values differ per example; rows of different runs can be
   concatenated along the batch (same prefix length), so it is routable once the prefix provider takes
   the row partition. Not implemented.

@@ -44,10 +44,10 @@ class ToyLastNormBias(Method):
 
 
 class ToyAdapter(PfeifferAdapter):
-    """Toy: an AdapterHub bottleneck adapter with a wider bottleneck (reduction factor 4)."""
+    """Toy: a Pfeiffer bottleneck adapter with a wider bottleneck (reduction factor 4)."""
 
     name = "toy_adapter"
-    inference_note = "toy: one AdapterHub bottleneck adapter per layer, m = d / 4"
+    inference_note = "toy: one bottleneck adapter per layer, m = d / 4"
 
     def __init__(self, reduction_factor: float = 4, **options):
         super().__init__(reduction_factor, **options)
@@ -80,7 +80,7 @@ def test_registered_methods_appear_in_the_default_variants(toys, tmp_path):
                                                                  mixing=Method.mixing_note))
     with pytest.raises(ValueError, match=r"toy_norm variants: prepared \(got 'fused'\)"):
         resolve("toy_norm/fused")
-    assert "toy_norm" in unserved_methods() and "toy_adapter" not in unserved_methods()  # no routing / batch_split
+    assert "toy_norm" in unserved_methods() and "toy_adapter" not in unserved_methods()  # no routing / stacked_adapters
     assert "toy_norm" not in packable_method_names() and set(packable_method_names()) == {"aot_fc", "aot_kron"}
 
 
@@ -99,7 +99,7 @@ def test_a_new_method_is_benchmarked_without_touching_bench(toys, tmp_path):
         ("toy_norm", "prepared", "toy: the bias added to the hidden states")]
     mixed = [r for r in records if r["kind"] == "multi_task" and r["serving"] == "mixed"]
     assert [(r["method"], r["tasks"]) for r in mixed] == [("toy_adapter", 2)]
-    assert mixed[0]["outputs_checked"]["matches_per_task"] and mixed[0]["mixing"].startswith("mixes: AdapterHub BatchSplit")
+    assert mixed[0]["outputs_checked"]["matches_per_task"] and mixed[0]["mixing"].startswith("mixes: per-example adapter weights")
     not_timed = {r["method"]: r["mixing"] for r in records if r.get("serving") == "not_timed"}
     assert set(not_timed) == {"full_ft", "bitfit", "toy_norm"} and not_timed["toy_norm"] == Method.mixing_note
 

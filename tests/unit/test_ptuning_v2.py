@@ -23,7 +23,7 @@ def build(family: str, seed: int = 0, **options):
 
 
 def prefix_parameters(model):
-    return [(n, p) for n, p in model.named_parameters() if ".prefix_tunings.ptuning_v2." in n]
+    return [(n, p) for n, p in model.named_parameters() if n.startswith("backbone.prefix_encoder.")]
 
 
 def test_changing_the_prefix_changes_logits_on_every_family(tiny_family):
@@ -62,9 +62,8 @@ def test_reparametrized_prefix_formula_and_materialisation(tiny_family, tmp_path
     expected = 3 * d + (d * 7 + 7) + (7 * 2 * layers * d + 2 * layers * d) + head
     assert method.expected_trainable_parameters(model) == expected
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
-    names = {n.rsplit("ptuning_v2.", 1)[1] for n, _ in prefix_parameters(model)}
-    assert names == {"self_prefix.wte.weight", "self_prefix.control_trans.0.weight", "self_prefix.control_trans.0.bias",
-                     "self_prefix.control_trans.2.weight", "self_prefix.control_trans.2.bias"}
+    names = {n.removeprefix("backbone.prefix_encoder.") for n, _ in prefix_parameters(model)}
+    assert names == {"embedding.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
 
     batch = tiny_batch(model, SENTENCES)
     with torch.no_grad():
@@ -74,7 +73,7 @@ def test_reparametrized_prefix_formula_and_materialisation(tiny_family, tmp_path
     facts = method.prepare_for_inference(model, tmp_path)
     assert facts["prefix_parameters"] == 3 * layers * 2 * d  # the flat prefix, the MLP dropped
     remaining = [n for n, _ in prefix_parameters(model)]
-    assert [n.rsplit("ptuning_v2.", 1)[1] for n in remaining] == ["self_prefix.control_trans"]
+    assert remaining == ["backbone.prefix_encoder.prefix"]
     with torch.no_grad():
         torch.testing.assert_close(model(**batch), before, atol=1e-5, rtol=0)
 
@@ -110,9 +109,9 @@ def test_matches_hugging_face_past_key_values_reference(family):
         prefix.copy_(torch.randn_like(prefix))
         out = model.backbone(**batch).last_hidden_state
         key_values = prefix.view(prefix_length, 2 * layers, heads, d // heads).permute(1, 2, 0, 3)
-        cache = DynamicCache.from_legacy_cache(tuple(
-            (key_values[2 * i].expand(rows, -1, -1, -1), key_values[2 * i + 1].expand(rows, -1, -1, -1))
-            for i in range(layers)))
+        cache = DynamicCache()  # filled through update(), the cache API of transformers 4.57 and 5
+        for i in range(layers):
+            cache.update(key_values[2 * i].expand(rows, -1, -1, -1), key_values[2 * i + 1].expand(rows, -1, -1, -1), i)
         mask = torch.cat([torch.ones(rows, prefix_length, dtype=torch.long), batch["attention_mask"]], 1)
         offset = config.pad_token_id + 1 if family == "roberta" else 0
         positions = torch.arange(length).expand(rows, length) + offset
