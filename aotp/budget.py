@@ -49,7 +49,9 @@ width d, intermediate f, a heads:
 peak = max(training, evaluation). Host RAM: PROCESS_BASE_BYTES + loading the checkpoint (its state
 dict beside the model, 2 x 4 N_backbone) + the best trainable state kept on the host (4 T) + the
 tokenised examples (TOKEN_HOST_BYTES per token position: Python int objects and list slots) ; on a
-CPU run the GPU figures are host memory too.
+CPU run the GPU figures are host memory too. Example counts: the specs' ``official_sizes``, or a spec's
+``size_estimate`` where no official count exists (ReCoRD: queries x mean candidate entities, its YAML cites
+both; every figure of such a run carries a warning saying the counts are estimated).
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class Counts:
     family: str
     relative_positions: int  # R of DeBERTa's disentangled attention (0 otherwise)
     source: str         # "model.architecture" or "built" (package / tiny models)
+    embedding: int = 0  # backbone parameters in embedding tables (``*embeddings.*``: tokens, positions, DeBERTa's
+    #                     relative positions): looked up, not multiplied, per token
+    dense: int = 0      # N of the FLOP count (aotp.estimate.run_flops): backbone parameters applied to every token
+    #                     (backbone - embeddings - pooler, which the task model drops) + the head; not the method's
 
 
 _COUNTS: dict[str, Counts] = {}
@@ -131,6 +137,8 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
             backbone = build_backbone(cfg.model)
             source = "built"
         backbone_parameters = sum(p.numel() for p in backbone.model.parameters())
+        embedding = sum(p.numel() for n, p in backbone.model.named_parameters() if "embeddings." in n)
+        pooler = sum(p.numel() for n, p in backbone.model.named_parameters() if n.startswith("pooler."))
         config = backbone.model.config
         method = build_method(cfg.method)
         model = build_model(backbone, method, head_type, num_outputs)
@@ -143,7 +151,9 @@ def count_parameters(cfg: DictConfig, head_type: str, num_outputs: int) -> Count
                     vocab_size=model.backbone.get_input_embeddings().weight.shape[0],
                     num_layers=int(config.num_hidden_layers), hidden_size=int(config.hidden_size),
                     intermediate_size=int(config.intermediate_size), num_heads=int(config.num_attention_heads),
-                    family=backbone.family, relative_positions=relative_positions(config), source=source)
+                    family=backbone.family, relative_positions=relative_positions(config), source=source,
+                    embedding=embedding, dense=backbone_parameters - embedding - pooler
+                    + sum(p.numel() for p in model.head.parameters()))
     _COUNTS[key] = counts
     return counts
 
@@ -215,15 +225,28 @@ def activation_bytes(rows: int, length: int, hidden: int, intermediate: int, hea
 
 
 def _examples(spec, split: str, limit) -> Optional[int]:
-    size = spec.official_sizes.get(split)
+    """Examples of a split without the files: ``official_sizes``, else the spec's ``size_estimate`` (ReCoRD)."""
+    from aotp.estimate import example_counts
+
+    size = (example_counts(spec)[0] or {}).get(split)
     if size is None:
         return None
     return min(int(size), int(limit)) if limit else int(size)
 
 
+def forward_examples(trainer) -> int:
+    """Examples in one training forward (what the activations hold): ``trainer.micro_batch_size`` when it is a
+    number; with ``auto`` the whole step (batch_size x gradient_accumulation_steps), where its search starts
+    on CUDA (an upper bound: it halves on out-of-memory); otherwise one logical batch."""
+    micro = trainer.get("micro_batch_size")
+    if micro == "auto":
+        return int(trainer.batch_size) * int(trainer.gradient_accumulation_steps)
+    return int(micro) if micro is not None else int(trainer.batch_size)
+
+
 def run_budget(cfg: DictConfig) -> dict[str, Any]:
     """Disk and memory figures of one run (see the module docstring for every formula)."""
-    from aotp.estimate import choices_per_example
+    from aotp.estimate import choices_per_example, example_counts
     from aotp.tasks.spec import TaskSpec
     from aotp.trainer.loop import log_interval
 
@@ -235,7 +258,7 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
     p = 4 if str(trainer.precision) == "fp32" else 2
     S = int(data.get("max_length") or spec.max_length)
     choices = choices_per_example(spec)
-    B, B_eval = int(trainer.batch_size) * choices, int(trainer.eval_batch_size) * choices
+    B, B_eval = forward_examples(trainer) * choices, int(trainer.eval_batch_size) * choices
     R = min(counts.relative_positions, 2 * S) if counts.family == "deberta" else counts.relative_positions
     options = dict(cfg.method.get("options") or {})
     is_aot = counts.reparam > 0
@@ -280,9 +303,11 @@ def run_budget(cfg: DictConfig) -> dict[str, Any]:
                     "aot_biases": aot_biases, "training": training, "evaluation": evaluation,
                     "peak": max(training, evaluation)},
             "host_peak": host, "token_cache": TOKEN_CACHE_BYTES * tokens,
-            "warning": None if n_train is not None and eval_examples is not None else
-            f"{spec.full_name}: no official_sizes in its spec, so its examples are left out of the record-size, "
-            f"host-RAM and tokenisation-cache figures"}
+            "warning": (f"{spec.full_name}: no official_sizes in its spec, so its examples are left out of the "
+                        f"record-size, host-RAM and tokenisation-cache figures")
+            if n_train is None or eval_examples is None else
+            (f"{spec.full_name}: example counts estimated ({example_counts(spec)[1]}), not official"
+             if not spec.official_sizes else None)}
 
 
 def _done(results: Optional[Path], cfg: DictConfig) -> bool:

@@ -2,6 +2,12 @@
 
     python scripts/budget_table.py output=results/budget/paper_experiments.md [experiment=[paper_glue_roberta_base,...]]
     python scripts/budget_table.py inputs=results/budget/downloads.md [data.root=../shared/data]
+    python scripts/budget_table.py compute=results/budget/expected_compute.md [throughput=h100-sxm-assumed]
+
+``compute=`` writes instead the expected GPU-hours of every paper experiment (README "Expected compute"):
+``python -m aotp.estimate experiment=<name> throughput=<preset>`` (:func:`aotp.estimate.analytic_estimate`) for each,
+every run's batches built by the loop's code over the committed length table (no data.root: the same figures on
+any machine), FLOPs at the assumed rate. Minutes on one CPU core; no weights loaded.
 
 ``inputs=`` writes instead what a GPU box downloads: each hub model's parameter count (counted on the
 meta device from ``model.architecture``) and its size at 4 B (fp32) per parameter, and each task's
@@ -37,11 +43,17 @@ def main() -> int:
         Option("data.root", "official-layout GLUE/SuperGLUE files whose sizes inputs= reports",
                REPO_ROOT.parent / "shared" / "data", Path, metavar="DIR", flags=("--data",)),
         Option("experiment", "default: every configs/experiment/paper_*.yaml", None, many=True),
+        Option("compute", "write the expected-compute table (GPU-hours per experiment) here instead", None, Path,
+               metavar="FILE"),
+        Option("throughput", "the throughput compute= assumes (aotp.estimate.THROUGHPUT_PRESETS or a file)",
+               "h100-sxm-assumed", str, metavar="PRESET|FILE"),
     ]).parse(sys.argv[1:])
     args = SimpleNamespace(out=values["output"], inputs=values["inputs"], data=values["data.root"],
                            experiments=values["experiment"])
     if args.inputs is not None:
         return write_inputs(args.inputs, args.data)
+    if values["compute"] is not None:
+        return write_compute(values["compute"], args.experiments, values["throughput"])
     if args.out is None:
         raise UsageError("give output= (the experiments table) or inputs= (the downloads table)")
     names = args.experiments or sorted(p.stem for p in config_dir("experiment").glob("paper_*.yaml"))
@@ -64,6 +76,62 @@ def main() -> int:
     args.out.write_text("\n".join(header + rows) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
     print(f"Table: {args.out}")
+    return 0
+
+
+def write_compute(out: Path, experiments, throughput_name: str) -> int:
+    """GPU-hours per paper experiment at a stated throughput (module docstring), as Markdown + a .json beside it."""
+    from aotp.estimate import analytic_estimate, load_throughput
+
+    throughput = load_throughput(throughput_name)
+    names = experiments or sorted(p.stem for p in config_dir("experiment").glob("paper_*.yaml"))
+    rows, figures, sources = [], {}, {}
+    for name in names:
+        result = analytic_estimate([f"experiment={name}"], throughput, quiet=True)
+        tasks = result["tasks"]
+        record = tasks.get("superglue/record", {}).get("hours", 0.0)
+        bound = sum(t["hours"] for t in tasks.values() if t["lengths_from"] == "max_length bound")
+        rates = sorted({g["rate"] for g in result["groups"]})
+        padded = sum(t["train_tokens_padded"] for t in tasks.values())
+        # padding is priced where lengths are known (files or the length table); a task at the max_length bound
+        # has none by construction, so it is left out of the share
+        known = [t for t in tasks.values() if t["lengths_from"] != "max_length bound"]
+        known_padded = sum(t["train_tokens_padded"] for t in known)
+        padded_share = 1.0 - sum(t["train_tokens_real"] for t in known) / known_padded if known_padded else 0.0
+        figures[name] = {"runs": sum(t["runs"] for t in tasks.values()), "runs_in_sweep": result["runs_in_sweep"],
+                         "hours": result["hours"], "hours_bf16": result["hours_bf16"], "hours_record": record,
+                         "hours_at_max_length_bound": bound, "train_tokens_padded": padded,
+                         "padded_share": padded_share, "rates": rates, "tasks": tasks,
+                         "groups": [{k: v for k, v in g.items() if k != "lengths_from"} for g in result["groups"]],
+                         "warnings": result["warnings"]}
+        for task, entry in tasks.items():
+            sources.setdefault(entry["lengths_from"], set()).add(task)
+        record_text = f"{record:,.0f} ({record / result['hours']:.0%})" if record else "-"
+        rows.append(f"| {name} | {figures[name]['runs']:,} | {padded / 1e9:,.1f} | {padded_share:.3f} | "
+                    f"{result['hours']:,.0f} | {result['hours_bf16']:,.0f} | {record_text} | "
+                    f"{bound / result['hours']:.1%} | {', '.join(rates)} |")
+        print(rows[-1], flush=True)
+    total = {k: sum(f[k] for f in figures.values()) for k in ("runs", "hours", "hours_bf16", "hours_record")}
+    header = ["| experiment | runs | train tokens priced, padded (10^9) | padded share priced (tasks with lengths) | GPU-h estimate, "
+              "as configured (fp32, TF32 matmuls) | GPU-h estimate if trainer.precision=bf16 | of which ReCoRD | "
+              "share priced at the max_length bound | throughput assumed |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    rows.append(f"| **all {len(figures)}** | **{total['runs']:,}** | | | **{total['hours']:,.0f}** | "
+                f"**{total['hours_bf16']:,.0f}** | {total['hours_record']:,.0f} | | |")
+    notes = ["", f"Every GPU-hour figure is an **estimate (assumed throughput {throughput['name']})**, not a measurement: "
+             f"{throughput.get('rates_source', '')}; peaks: " + ", ".join(
+                 f"{k} {v:g}" for k, v in throughput["peak_tflops"].items()) + f" TFLOP/s ({throughput.get('peak_source', '')}); "
+             f"+{throughput.get('run_overhead_seconds', 0)} s per run (assumed: load, build, write). FLOPs: "
+             "aotp.estimate.run_flops (6 N or 4 N per padded training token + the attention term, Kaplan et al. 2020; "
+             "Korthikanti et al. 2022), over the batches the loop builds (trainer.group_by_length, seeds, epochs, "
+             "gradient accumulation as configured).",
+             "Lengths priced from: " + "; ".join(f"{source}: {', '.join(sorted(tasks))}"
+                                                  for source, tasks in sorted(sources.items())) + "."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(header + rows + notes) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"throughput": throughput, "experiments": figures}, indent=1) + "\n")
+    print("\n".join(notes))
+    print(f"Table: {out}")
     return 0
 
 

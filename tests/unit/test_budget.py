@@ -180,3 +180,37 @@ def test_every_paper_backbone_is_budgeted_offline_from_its_architecture(experime
     assert counts["relative_positions"] == (0 if architecture.family == "roberta" else
                                             2 * (architecture.get("position_buckets") or architecture.max_position_embeddings))
     assert 0 < result["disk"]["kept"] < 0.05 * result["disk"]["table_if_saved"]
+
+
+def test_flop_counts_drop_embedding_tables_and_the_pooler():
+    from aotp.budget import count_parameters
+    from aotp.run import compose
+
+    counts = count_parameters(compose(["model=roberta_base", "method=lora", "task=glue/rte"]), "classification", 2)
+    d, vocab, positions = 768, 50265, 514
+    assert counts.embedding == (vocab + positions + 1) * d + 2 * d  # tokens, positions, type, LayerNorm
+    assert counts.dense == counts.backbone - counts.embedding - (d * d + d) + counts.head  # pooler dropped
+    assert 84e6 < counts.dense < 87e6  # RoBERTa-base's ~85M non-embedding parameters (+ the head)
+
+
+def test_record_examples_enter_the_budget_as_estimated_counts():
+    from aotp.budget import run_budget
+    from aotp.run import compose
+
+    budget = run_budget(compose(["model=roberta_base", "method=bitfit", "task=superglue/record"]))
+    assert budget["train_examples"] == 1173505 and budget["eval_examples"] == 116500
+    assert budget["token_cache"] > 0 and budget["steps"] is not None
+    assert "superglue/record: example counts estimated" in budget["warning"]
+
+
+def test_the_gpu_figure_follows_the_micro_batch_a_forward_holds():
+    """trainer.micro_batch_size (issue 26): activations scale with the examples of one forward."""
+    from aotp.budget import forward_examples, run_budget
+
+    base = ["model=roberta_large", "method=lora", "task=glue/rte", "trainer.batch_size=8",
+            "trainer.gradient_accumulation_steps=4"]
+    plain, auto, two = (run_budget(compose([*base, *extra])) for extra in
+                        ([], ["trainer.micro_batch_size=auto"], ["trainer.micro_batch_size=2"]))
+    assert (plain["batch_rows"], auto["batch_rows"], two["batch_rows"]) == (8, 32, 2)
+    assert two["gpu"]["activations"] < plain["gpu"]["activations"] < auto["gpu"]["activations"]
+    assert forward_examples(compose(base).trainer) == 8
