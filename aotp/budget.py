@@ -321,10 +321,35 @@ def _done(results: Optional[Path], cfg: DictConfig) -> bool:
     return record is not None and record.succeeded
 
 
-def sweep_budget(overrides: list[str], results: Optional[Path] = None, jobs: int = 1) -> dict[str, Any]:
+def gpu_memory_measured(records: Path, cfg: DictConfig, budget: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The budget's GPU peak of a run beside what its record measured on CUDA (``execution.train_memory`` /
+    ``eval_memory``, schema 3), or None when no such record exists under ``records``."""
+    from aotp.results.record import read_record, run_dir_name, run_id
+    from aotp.run import to_container
+
+    config = to_container(cfg)
+    name = run_dir_name(config, run_id(config))
+    record = read_record(Path(records) / name / "result.json")
+    execution = record.execution if record is not None and record.succeeded else None
+    if execution is None or execution.train_memory is None:
+        return None
+    measured = max(execution.train_memory.peak_allocated_bytes or 0,
+                   (execution.eval_memory.peak_allocated_bytes or 0) if execution.eval_memory else 0)
+    return {"run_dir": name, "device": record.env.device_name, "estimated_peak": budget["gpu"]["peak"],
+            "train_allocated": execution.train_memory.peak_allocated_bytes,
+            "train_reserved": execution.train_memory.peak_reserved_bytes,
+            "eval_allocated": execution.eval_memory.peak_allocated_bytes if execution.eval_memory else None,
+            "measured_over_estimated": measured / budget["gpu"]["peak"] if budget["gpu"]["peak"] else None}
+
+
+def sweep_budget(overrides: list[str], results: Optional[Path] = None, jobs: int = 1,
+                 records: Optional[Path] = None) -> dict[str, Any]:
     """Per-run budgets of a sweep, grouped by (model, method), and the sweep's disk need in ``results``
-    (runs with a success record there are skipped by the sweep, so they need nothing more)."""
+    (runs with a success record there are skipped by the sweep, so they need nothing more). ``records``: a
+    folder of run records; each run with a CUDA record there gets its measured GPU peaks beside the budget's
+    (``gpu_measured``), so the formula can be checked against what ran."""
     runs = [(run_overrides, cfg, run_budget(cfg)) for run_overrides, cfg in expand_runs(overrides)]
+    measured = [m for m in (gpu_memory_measured(records, cfg, b) for _, cfg, b in runs) if m] if records else []
     remaining = [(o, cfg, b) for o, cfg, b in runs if not _done(results, cfg)]
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for _, _, budget in runs:
@@ -355,6 +380,7 @@ def sweep_budget(overrides: list[str], results: Optional[Path] = None, jobs: int
             "gpu_peak_max": max((b["gpu"]["peak"] for _, _, b in runs), default=0),
             "host_peak_max": max((b["host_peak"] for _, _, b in runs), default=0),
             "warnings": sorted({b["warning"] for _, _, b in runs if b["warning"]}),
+            "gpu_measured": measured,
             "per_run": [{"overrides": o, **b} for o, _, b in runs]}
 
 
@@ -401,6 +427,15 @@ def render_budget(result: dict[str, Any]) -> str:
               "Parameter counts: counted on the modules built on the meta device; disk, GPU and host figures: "
               "formulas (aotp/budget.py) at the configured batch, max length and precision; record sizes and the "
               "process's base memory: measured (aotp/budget.py constants)."]
+    if result.get("gpu_measured"):
+        lines += ["", "GPU memory, the budget beside the records (peak allocated; the budget is the larger of training "
+                  "and evaluation):", "", "| run | device | budget | training (allocated / reserved) | evaluation | "
+                  "measured / budget |", "|---|---|---:|---:|---:|---:|"]
+        for m in result["gpu_measured"]:
+            ratio = "-" if m["measured_over_estimated"] is None else f"{m['measured_over_estimated']:.2f}"
+            lines.append(f"| {m['run_dir']} | {m['device']} | {human(m['estimated_peak'])} | "
+                         f"{human(m['train_allocated'])} / {human(m['train_reserved'])} | "
+                         f"{human(m['eval_allocated']) if m['eval_allocated'] is not None else '-'} | {ratio} |")
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 

@@ -925,7 +925,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     # The estimate's own options; every other key=value is a Hydra override of the sweep (experiment=, model=, ...).
     parser = KeyValueParser("aotp-estimate", __doc__.split("\n\n")[0], [
         Option("repeats", "timed steps per (rows, length), after 2 warm-up steps", 5, int, minimum=1),
-        Option("compare", "records folder: set the estimates beside the measured wall times", None, Path,
+        Option("compare", "records folder: set the estimates beside the measured wall times (and, with budget=true "
+               "too, the budget's GPU peak beside the records' measured CUDA memory)", None, Path,
                nullable=True, metavar="DIR"),
         Option("output", "write the estimate (per run and per group) as JSON", None, Path, nullable=True,
                metavar="FILE", flags=("--out",)),
@@ -948,7 +949,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_group_choices(overrides)
     from aotp.budget import check_disk, render_budget, sweep_budget
 
-    budget = sweep_budget(overrides, results=args.check_disk, jobs=args.jobs)
+    budget = sweep_budget(overrides, results=args.check_disk, jobs=args.jobs, records=args.compare)
     print(render_budget(budget), flush=True)
     if args.check_disk is not None:
         refusal = check_disk(budget, args.check_disk)

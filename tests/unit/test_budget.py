@@ -214,3 +214,27 @@ def test_the_gpu_figure_follows_the_micro_batch_a_forward_holds():
     assert (plain["batch_rows"], auto["batch_rows"], two["batch_rows"]) == (8, 32, 2)
     assert two["gpu"]["activations"] < plain["gpu"]["activations"] < auto["gpu"]["activations"]
     assert forward_examples(compose(base).trainer) == 8
+
+
+def test_the_budget_prints_its_gpu_figure_beside_a_records_measured_cuda_memory(tmp_path, capsys):
+    """issue 26, item 4: a record written on CUDA (execution.train_memory) is set beside the budget's GPU peak."""
+    from aotp.results.record import write_record
+    from aotp.results.schema import DeviceMemory, Environment, Execution, RunRecord
+
+    overrides = ["experiment=smoke_tiny", "task=glue/rte", "method=aot_fc", "seed=1", "experiment.lr_index=0"]
+    budget = sweep_budget(overrides)
+    cfg = compose(overrides)
+    config = to_container(cfg)
+    run_dir = tmp_path / run_dir_name(config, run_id(config))
+    estimated = budget["per_run"][0]["gpu"]["peak"]
+    write_record(run_dir / "result.json", RunRecord(
+        status="success", run_id=run_id(config), config=config, env=Environment(device="cuda", device_name="NVIDIA H100"),
+        execution=Execution(precision="fp32", tf32=True,
+                            train_memory=DeviceMemory(peak_allocated_bytes=2 * estimated, peak_reserved_bytes=3 * estimated),
+                            eval_memory=DeviceMemory(peak_allocated_bytes=estimated // 2, peak_reserved_bytes=estimated))))
+    assert sweep_budget(overrides)["gpu_measured"] == []
+    measured = sweep_budget(overrides, records=tmp_path)["gpu_measured"]
+    assert len(measured) == 1 and measured[0]["measured_over_estimated"] == pytest.approx(2.0)
+    assert main([*overrides, "budget=true", f"compare={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU memory, the budget beside the records" in out and "| NVIDIA H100 |" in out and "| 2.00 |" in out
