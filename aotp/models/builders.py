@@ -8,6 +8,22 @@
 
 Every builder returns a :class:`Backbone`: the bare encoder (``AutoModel``, no task head), its
 tokenizer and its family name. Heads are added by :class:`aotp.models.TaskModel`.
+
+Both transformers majors of the support matrix (4.57.x and 5.x; README "Support matrix") load the same
+backbone, for three reasons spelled out here:
+
+* **fp32 weights.** ``from_pretrained`` gets the load dtype explicitly (:func:`pretrained_kwargs`):
+  transformers 5 defaults to ``dtype="auto"`` (the checkpoint's own dtype), so DeBERTa's fp16
+  ``pytorch_model.bin`` would load as an fp16 model, where 4.57 loads fp32. The keyword is ``dtype`` from
+  transformers 4.56 on (``torch_dtype`` before it, deprecated since and only an alias in 5).
+* **DeBERTa's special tokens.** DeBERTa's own GLUE pipeline and transformers 4.x build ``[CLS] A [SEP]``
+  and ``[CLS] A [SEP] B [SEP]`` (second segment typed 1) in both DeBERTa families. transformers 5's
+  ``DebertaTokenizer`` (v1, GPT-2 BPE; microsoft/deberta-*) builds ``[CLS] A [SEP] [SEP] B [SEP]`` with
+  all-zero types (RoBERTa's layout), and transformers 5.0's conversion of DeBERTa-v2/v3's ``spm.model``
+  adds no special token at all (5.17 and 5.25 add them again). :func:`publisher_pair_layout` restores the
+  publisher's layout wherever the loaded tokenizer differs, so a run's inputs do not depend on the release.
+* **Attention implementation.** Both majors pick the same one by default: ``sdpa`` for BERT/RoBERTa,
+  ``eager`` for DeBERTa v1/v2 (they have no SDPA path); :func:`attention_implementation` reports it.
 """
 
 from __future__ import annotations
@@ -37,6 +53,70 @@ from aotp.models.tiny_tokenizer import build_tiny_tokenizer
 from aotp.registry import Registry
 
 FAMILIES = ("bert", "roberta", "deberta", "deberta_v2")
+
+
+def _transformers_release() -> tuple[int, ...]:
+    import transformers
+    from packaging.version import Version
+
+    return Version(transformers.__version__).release
+
+
+def dtype_keyword(release: tuple[int, ...] | None = None) -> str:
+    """``from_pretrained``'s keyword for the load dtype: ``dtype`` from transformers 4.56 on, ``torch_dtype``
+    before (``release``: a version tuple; default the installed transformers)."""
+    release = _transformers_release() if release is None else tuple(release)
+    return "dtype" if release >= (4, 56) else "torch_dtype"
+
+
+def pretrained_kwargs(dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Keyword arguments that make ``from_pretrained`` load in ``dtype`` on every supported transformers
+    (transformers 5's default ``"auto"`` keeps a checkpoint's fp16)."""
+    return {dtype_keyword(): dtype}
+
+
+def attention_implementation(model: PreTrainedModel) -> str:
+    """The attention implementation the loaded model runs (``"sdpa"``, ``"eager"``, ...)."""
+    config = model.config
+    return str(getattr(config, "_attn_implementation", None) or getattr(config, "attn_implementation", None) or "eager")
+
+
+def _pair_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    encoded = tokenizer("a", "b", return_token_type_ids=True)
+    return list(encoded["input_ids"]), list(encoded.get("token_type_ids") or [])
+
+
+def _publisher_layout(tokenizer: PreTrainedTokenizerBase) -> bool:
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids, types = _pair_ids(tokenizer)
+    single = list(tokenizer("a")["input_ids"])
+    first = ids.index(sep) if sep in ids else -1
+    return (ids[0] == cls and ids.count(sep) == 2 and ids[-1] == sep and single[0] == cls and single[-1] == sep
+            and single.count(sep) == 1 and (not types or set(types[first + 1:]) == {1} and set(types[:first + 1]) == {0}))
+
+
+def publisher_pair_layout(tokenizer: PreTrainedTokenizerBase, family: str) -> bool:
+    """Make a DeBERTa (v1 or v2/v3) tokenizer build ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]`` (token types
+    0, then 1 from B on), the layout of DeBERTa's own pipeline and of transformers 4.x, where the loaded one
+    does otherwise (transformers 5's v1 tokenizer: ``[CLS] A [SEP] [SEP] B [SEP]``, all types 0; transformers
+    5.0's v2/v3 ``spm.model`` conversion: no special tokens). Returns whether it changed the tokenizer; a
+    tokenizer already in that layout, and the other families, are left alone."""
+    if family not in ("deberta", "deberta_v2"):
+        return False
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if _publisher_layout(tokenizer):
+        return False
+    from tokenizers import processors
+
+    cls_token, sep_token = str(tokenizer.cls_token), str(tokenizer.sep_token)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls_token}:0 $A:0 {sep_token}:0", pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+        special_tokens=[(cls_token, cls), (sep_token, sep)])
+    ids, _ = _pair_ids(tokenizer)
+    if not _publisher_layout(tokenizer):
+        raise RuntimeError(f"could not give the {type(tokenizer).__name__} of this DeBERTa checkpoint the pair layout "
+                           f"[CLS] A [SEP] B [SEP] (got ids {ids})")
+    return True
 
 
 @dataclass
@@ -69,16 +149,20 @@ def family_of(config) -> str:
 @BACKBONES.register("tiny")
 def build_tiny(name: str, family: str, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
                intermediate_size: int = 64, max_position_embeddings: int = 256, seed: int = 0,
-               conv_kernel_size: int = 0, dropout: float = 0.1, **_: Any) -> Backbone:
+               conv_kernel_size: int = 0, dropout: float = 0.1, attn_implementation: str | None = None,
+               **_: Any) -> Backbone:
     """A random backbone; weights depend only on ``seed`` (and the sizes), never on global RNG state.
     ``conv_kernel_size`` > 0 (deberta_v2 only): layer 0's convolution, as deberta-v2-xlarge has.
     ``dropout`` (``+model.dropout=...``; default HF's 0.1) sets the hidden and attention dropout: 0 makes
-    training deterministic given the data order (the packed-runs equivalence test needs that)."""
+    training deterministic given the data order (the packed-runs equivalence test needs that).
+    ``attn_implementation`` (``+model.attn_implementation=eager|sdpa``; default the library's choice, see the
+    module docstring) picks the attention path when the model is built, as transformers 4.57 needs."""
     tokenizer = build_tiny_tokenizer(model_max_length=max_position_embeddings - 2)
     common = dict(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=intermediate_size,
         pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
     )
     if conv_kernel_size and family != "deberta_v2":
         raise ValueError(f"model.conv_kernel_size={conv_kernel_size}: only the deberta_v2 family has a convolution "
@@ -127,7 +211,7 @@ def minilm_path():
 @BACKBONES.register("package")
 def build_package(name: str, **_: Any) -> Backbone:
     path = minilm_path()
-    model = AutoModel.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, **pretrained_kwargs())
     tokenizer = AutoTokenizer.from_pretrained(path)
     return Backbone(model=model, tokenizer=tokenizer, family=family_of(model.config), name=name)
 
@@ -136,7 +220,7 @@ def build_package(name: str, **_: Any) -> Backbone:
 def build_hub(name: str, hub_id: str, revision: str = "main", **_: Any) -> Backbone:
     try:
         tokenizer = AutoTokenizer.from_pretrained(hub_id, revision=revision)
-        model = AutoModel.from_pretrained(hub_id, revision=revision)
+        model = AutoModel.from_pretrained(hub_id, revision=revision, **pretrained_kwargs())
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise RuntimeError(
@@ -144,7 +228,9 @@ def build_hub(name: str, hub_id: str, revision: str = "main", **_: Any) -> Backb
             f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}: {error}. "
             "Without hub access use model=minilm (offline, pretrained) or a tiny_* model."
         ) from error
-    return Backbone(model=model, tokenizer=tokenizer, family=family_of(model.config), name=name)
+    family = family_of(model.config)
+    publisher_pair_layout(tokenizer, family)
+    return Backbone(model=model, tokenizer=tokenizer, family=family, name=name)
 
 
 def build_backbone(model_cfg) -> Backbone:

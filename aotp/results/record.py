@@ -140,7 +140,10 @@ def git_info(paths: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def package_versions(names=("aotp", "torch", "transformers", "adapters", "datasets", "hydra-core", "safetensors",
-                            "scikit-learn", "scipy", "numpy", "wandb")) -> dict[str, str | None]:
+                            "scikit-learn", "scipy", "numpy", "wandb", "tokenizers", "huggingface-hub")
+                     ) -> dict[str, str | None]:
+    """Versions of the packages a run's numbers depend on (None: not installed). ``tokenizers`` and
+    ``huggingface-hub`` tell the transformers majors' stacks apart (README "Support matrix")."""
     versions = {}
     for name in names:
         try:

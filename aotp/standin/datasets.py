@@ -472,10 +472,14 @@ def prepare_cache(repo: str, snapshot: Path, sha: str, cache_dir: Path, config_n
     ``<name>-<split>.arrow`` + ``dataset_info.json`` into the directory the hub builder would use
     (``<namespace>___<name>/<config>/<version>/<hash>``; ``repo_id`` is not passed because the builder then
     insists on ``hf://`` data file URLs, so that directory is given as ``output_dir``)."""
-    from datasets.load import LocalDatasetModuleFactory, get_dataset_builder_class
+    from datasets import load
     from datasets.naming import camelcase_to_snakecase
 
-    module = LocalDatasetModuleFactory(str(snapshot)).get_module()
+    # datasets >= 4 (no loading scripts left) names it LocalDatasetModuleFactory; datasets 3 has the script-free
+    # one as LocalDatasetModuleFactoryWithoutScript (same constructor, same module)
+    factory = getattr(load, "LocalDatasetModuleFactory", None) or load.LocalDatasetModuleFactoryWithoutScript
+    get_dataset_builder_class = load.get_dataset_builder_class
+    module = factory(str(snapshot)).get_module()
     namespace, name = repo.split("/")
     dataset_name = camelcase_to_snakecase(name)
     builder_cls = get_dataset_builder_class(module, dataset_name=dataset_name)
