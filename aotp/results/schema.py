@@ -377,7 +377,10 @@ def _schema_of(hint: Any, definitions: dict[str, Any]) -> dict[str, Any]:
     if hint is Any:
         return {}
     if origin in (Union, types.UnionType):
-        options = [_schema_of(a, definitions) for a in args if a is not type(None)]
+        # sorted: typing caches equal unions, so Union[int, str] may come back as Union[str, int] when another
+        # module built that one first; the schema must not depend on import order
+        options = sorted((_schema_of(a, definitions) for a in args if a is not type(None)),
+                         key=lambda option: json.dumps(option, sort_keys=True))
         if type(None) in args:
             options.append({"type": "null"})
         return options[0] if len(options) == 1 else {"anyOf": options}

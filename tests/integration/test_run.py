@@ -31,7 +31,7 @@ def test_tiny_run_writes_a_success_record(model, shared_data, tmp_path):
                       f"paths.cache={tmp_path / 'cache'}", *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
     record, path = only_record(tmp_path)
-    assert record["status"] == "success" and record["schema_version"] == 2
+    assert record["status"] == "success" and record["schema_version"] == 3
     # the written form is the typed record's: every key of RunRecord, in order, valid against the schema file
     assert list(record) == [f.name for f in dataclasses.fields(RunRecord)] and validate(record, committed_schema()) == []
     assert RunRecord.from_dict(record).to_dict() == record

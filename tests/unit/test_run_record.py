@@ -128,3 +128,16 @@ def test_the_schema_checker_reports_each_violation():
     assert validate({**record, "env": {**record["env"], "loadavg_start": [1.0]}}) == []  # env takes a tool's facts
     with pytest.raises(ValueError, match="not supported by this checker"):
         validate(record, {"type": "object", "minProperties": 1})
+
+
+def test_the_schema_does_not_depend_on_which_union_order_typing_cached_first():
+    """typing caches equal unions: once some module built ``Optional[Union[str, int]]``, the record's
+    ``Optional[Union[int, str]]`` evaluates to it; the generated schema must stay the committed one."""
+    import subprocess
+    import sys
+
+    code = ("from typing import Optional, Union; Optional[Union[str, int]]; "  # built first, in a fresh interpreter
+            "from aotp.results.schema import committed_schema, json_schema; "
+            "assert json_schema() == committed_schema(), 'schema depends on the union order'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
