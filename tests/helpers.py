@@ -110,3 +110,34 @@ class EmulatedTF32:
         F.linear = self.original
         torch.backends.cuda.matmul.allow_tf32 = self.flag
         return False
+
+
+def fake_venv(folder: Path, python_script: str) -> Path:
+    """A venv folder whose ``bin/python`` is ``python_script`` (a shell script) and whose ``.installed`` stamp is
+    newer than pyproject.toml, so ``make ... VENV=<it>`` runs its recipes with that python and installs nothing."""
+    venv = Path(folder) / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(python_script)
+    python.chmod(0o755)
+    stamp = venv / ".installed"
+    stamp.touch()
+    later = (REPO_ROOT / "pyproject.toml").stat().st_mtime + 3600
+    os.utime(stamp, (later, later))
+    return venv
+
+
+class RecordingLoggers:
+    """A loop's loggers that keep every event: ``(kind, step, values)``; ``losses()`` the train losses."""
+
+    def __init__(self):
+        self.events = []
+
+    def log(self, kind, step, values):
+        self.events.append((kind, step, dict(values)))
+
+    def start_at(self, step):
+        assert step == 0
+
+    def losses(self):
+        return [values["loss"] for kind, _, values in self.events if kind == "train"]

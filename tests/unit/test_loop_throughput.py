@@ -19,23 +19,11 @@ from aotp.tasks import load_spec, load_task_data
 from aotp.trainer.loop import Trainer, length_grouped_batches, model_inputs, padded_token_share
 from aotp.trainer.optim import build_optimizer, build_scheduler
 from tests.conftest import make_tiny_task_model
-from tests.helpers import FIXTURE_DATA
+from tests.helpers import FIXTURE_DATA, RecordingLoggers
 
 STEPS = 5  # batches of 4 over fixture RTE's 10 examples: 3 per epoch, so the run crosses an epoch
 
 
-class RecordingLoggers:
-    def __init__(self):
-        self.events = []
-
-    def log(self, kind, step, values):
-        self.events.append((kind, step, dict(values)))
-
-    def start_at(self, step):
-        assert step == 0
-
-    def losses(self):
-        return [values["loss"] for kind, _, values in self.events if kind == "train"]
 
 
 _DATA = {}

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from tests import helpers
 from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -23,16 +24,7 @@ echo "seen: HF_HUB_OFFLINE=${HF_HUB_OFFLINE-unset} HF_DATASETS_OFFLINE=${HF_DATA
 
 @pytest.fixture
 def fake_venv(tmp_path):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    python = venv / "bin" / "python"
-    python.write_text(FAKE_PYTHON)
-    python.chmod(0o755)
-    stamp = venv / ".installed"
-    stamp.touch()
-    later = (REPO_ROOT / "pyproject.toml").stat().st_mtime + 3600
-    os.utime(stamp, (later, later))  # installed after pyproject.toml: make runs no install
-    return venv
+    return helpers.fake_venv(tmp_path, FAKE_PYTHON)  # installed after pyproject.toml: make runs no install
 
 
 def make(target: list[str], venv, **env) -> str:

@@ -21,21 +21,9 @@ from aotp.tasks.data import SplitData, TaskData
 from aotp.trainer import loop
 from aotp.trainer.loop import MicroBatch, Trainer, split_step
 from tests.conftest import make_tiny_task_model
-from tests.helpers import FIXTURE_DATA, compose
+from tests.helpers import FIXTURE_DATA, RecordingLoggers, compose
 
 
-class RecordingLoggers:
-    def __init__(self):
-        self.events = []
-
-    def log(self, kind, step, values):
-        self.events.append((kind, step, dict(values)))
-
-    def start_at(self, step):
-        assert step == 0
-
-    def losses(self):
-        return [values["loss"] for kind, _, values in self.events if kind == "train"]
 
 
 _DATA: dict[str, TaskData] = {}
