@@ -98,7 +98,7 @@ def cuda_fix(smi: NvidiaSmi) -> str:
 def gpu_refusal(device: str) -> Optional[str]:
     """Why a run that requires a GPU (``trainer.require_gpu=true``) cannot have one, in one line; None when
     ``device`` (``trainer.device``) resolves to a usable CUDA device."""
-    if device not in ("auto",) and not str(device).startswith("cuda"):
+    if device != "auto" and not str(device).startswith("cuda"):
         return (f"trainer.require_gpu=true but trainer.device={device}: a paper experiment trains on a GPU "
                 f"(trainer.device=auto or cuda[:N]; trainer.require_gpu=false to run it on {device} anyway)")
     if torch.cuda.is_available():

@@ -767,7 +767,7 @@ def run_flops(counts, klass: str, workload: Workload) -> dict[str, float]:
     return {"train": train, "eval": evaluation, "check": check, "train_tokens": tokens}
 
 
-def analytic_estimate(overrides: list[str], throughput: dict[str, Any], out: Optional[Path] = None,
+def analytic_estimate(overrides: list[str], throughput: dict[str, Any],
                       also_precision: Optional[str] = "bf16", quiet: bool = False) -> dict[str, Any]:
     """GPU-hours of a sweep at a stated throughput (module docstring): per run FLOPs (:func:`run_flops`) over the
     loop's batches (:func:`run_workload`) / the achieved rate (:func:`achieved_flops`) + the per-run overhead.
@@ -852,10 +852,6 @@ def analytic_estimate(overrides: list[str], throughput: dict[str, Any], out: Opt
               "warnings": sorted(set(warnings))}
     if not quiet:
         print(render_analytic(result))
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"Estimate: {out}")
     return result
 
 

@@ -435,22 +435,19 @@ def execution_block(cfg, fitted, device, tf32: bool | None, train_memory: dict |
     execution = Execution(precision=str(cfg.trainer.precision), tf32=tf32, **micro,
                           train_memory=DeviceMemory(**train_memory) if train_memory else None,
                           eval_memory=DeviceMemory(**eval_memory) if eval_memory else None)
-    if train_memory:
-        execution.budget_gpu_bytes = budget_gpu_estimate(cfg)
+    if train_memory:  # measured on CUDA (aotp.accelerator.peak_memory)
+        import torch
+
         from aotp.budget import human
 
+        execution.budget_gpu_bytes = budget_gpu_estimate(cfg)
+
         estimate = "not available" if execution.budget_gpu_bytes is None else human(execution.budget_gpu_bytes)
-        note(f"GPU memory ({torch_device_name(device)}): training peak {human(train_memory['peak_allocated_bytes'])} "
+        note(f"GPU memory ({torch.cuda.get_device_name(device)}): training peak {human(train_memory['peak_allocated_bytes'])} "
              f"allocated / {human(train_memory['peak_reserved_bytes'])} reserved; final evaluation "
              f"{human(eval_memory['peak_allocated_bytes'])} / {human(eval_memory['peak_reserved_bytes'])}; "
              f"budget estimate {estimate} (aotp.budget)")
     return execution
-
-
-def torch_device_name(device) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(device) if str(device).startswith("cuda") else str(device)
 
 
 def budget_gpu_estimate(cfg) -> int | None:

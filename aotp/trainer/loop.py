@@ -485,11 +485,12 @@ class Trainer:
             starts = list(range(state["batch_in_epoch"], len(batches), self.accumulation))
             tick = time.perf_counter()
             examples_since = 0
-            position, loader, plan = 0, None, []
+            position, loader, plan, planned_from = 0, None, [], 0
             while position < len(starts):
                 if loader is None:  # the micro-batches of the epoch's remaining steps, collated ahead
                     plan = [split_step(batches[start:start + self.accumulation], self.micro_batch_size)
                             for start in starts[position:]]
+                    planned_from = position  # plan[i] is step starts[planned_from + i] (indexed, not popped)
                     loader = iter(self.batch_loader([m.indices for step in plan for m in step]))
                 step_batches = batches[starts[position]:starts[position] + self.accumulation]
                 # auto: an out-of-memory step is redone at half the size from the same RNG state and zero gradients
@@ -498,7 +499,7 @@ class Trainer:
                     if searching else None
                 out_of_memory = False
                 try:
-                    logged = accumulate(plan[0], loader)
+                    logged = accumulate(plan[position - planned_from], loader)
                 except torch.cuda.OutOfMemoryError:
                     if not searching:
                         raise
@@ -507,7 +508,6 @@ class Trainer:
                     self._halve_micro_batch(optimizer, rng)
                     loader = None
                     continue
-                plan = plan[1:]
                 position += 1
                 examples_since += sum(len(b) for b in step_batches)
                 if not optimizer_step(optimizer, scheduler, scaler, trainable, cfg.get("max_grad_norm")):

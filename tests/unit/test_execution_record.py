@@ -41,13 +41,17 @@ def test_on_cuda_the_peaks_of_training_and_evaluation_are_recorded_beside_the_bu
                      {"peak_allocated_bytes": 1_000_000_000, "peak_reserved_bytes": 1_200_000_000}])
     monkeypatch.setattr(run_module, "peak_memory", lambda device: next(readings))
     monkeypatch.setattr(run_module, "budget_gpu_estimate", lambda cfg: 2_750_000_000)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 (faked)")
     _, written = run(tmp_path)
     execution = written["execution"]
     assert execution["train_memory"] == {"peak_allocated_bytes": 3_000_000_000, "peak_reserved_bytes": 3_500_000_000}
     assert execution["eval_memory"] == {"peak_allocated_bytes": 1_000_000_000, "peak_reserved_bytes": 1_200_000_000}
     assert execution["budget_gpu_bytes"] == 2_750_000_000
     out = capsys.readouterr().out
-    assert "training peak 3 GB allocated / 3.5 GB reserved" in out and "budget estimate 2.75 GB" in out
+    assert "GPU memory (NVIDIA H100 (faked)): training peak 3 GB allocated / 3.5 GB reserved" in out
+    assert "budget estimate 2.75 GB" in out
 
 
 def test_the_budget_estimate_of_a_run_is_the_budgets_own_figure():
