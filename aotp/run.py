@@ -371,11 +371,11 @@ def finish_run(cfg, parts, fitted, params: dict, run_dir: Path, warm: WarmStart 
     check_split = spec.eval_splits[0]
     eval_batch = int(cfg.trainer.eval_batch_size)
     # scores of the best state computed in this process at full fp32 precision, if any (not under TF32)
-    exact_scores = None if tf32_enabled() else (fitted.best_scores or {})
+    exact_scores = {} if tf32_enabled() else (fitted.best_scores or {})
     progress = bool(cfg.trainer.get("progress", True))
     reset_peak_memory(device)
     with exact_precision() as check_precision:
-        before = (exact_scores or {}).get(check_split)
+        before = exact_scores.get(check_split)
         if before is None:
             before = predict_scores(model, data[check_split], collator, eval_batch, device,
                                     progress=f"scores before inference form {check_split}" if progress else None)
@@ -428,11 +428,7 @@ def execution_block(cfg, fitted, device, tf32: bool | None, train_memory: dict |
     """The record's ``execution``: precision, TF32, the micro-batch the loop ran (``Fitted.micro_batch``) and,
     on CUDA, the peak memory of training and of the final evaluations beside the budget's estimate, which
     is printed with them so the estimate can be checked against what ran."""
-    micro = dict(getattr(fitted, "micro_batch", None) or {})
-    if not micro:  # a loop without micro-batch splitting: one logical batch per forward
-        micro = {"micro_batch_size": int(cfg.trainer.batch_size), "micro_batch_source": "batch_size",
-                 "accumulation_steps": int(cfg.trainer.gradient_accumulation_steps)}
-    execution = Execution(precision=str(cfg.trainer.precision), tf32=tf32, **micro,
+    execution = Execution(precision=str(cfg.trainer.precision), tf32=tf32, **(fitted.micro_batch or {}),
                           train_memory=DeviceMemory(**train_memory) if train_memory else None,
                           eval_memory=DeviceMemory(**eval_memory) if eval_memory else None)
     if train_memory:  # measured on CUDA (aotp.accelerator.peak_memory)
@@ -441,7 +437,6 @@ def execution_block(cfg, fitted, device, tf32: bool | None, train_memory: dict |
         from aotp.budget import human
 
         execution.budget_gpu_bytes = budget_gpu_estimate(cfg)
-
         estimate = "not available" if execution.budget_gpu_bytes is None else human(execution.budget_gpu_bytes)
         note(f"GPU memory ({torch.cuda.get_device_name(device)}): training peak {human(train_memory['peak_allocated_bytes'])} "
              f"allocated / {human(train_memory['peak_reserved_bytes'])} reserved; final evaluation "
